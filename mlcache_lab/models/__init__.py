@@ -1,0 +1,8 @@
+"""The built-in model zoo: small, pure JAX models used by the demo, tests and benchmarks."""
+
+from . import mlp as _mlp  # noqa: F401  (registers "mlp")
+from . import transformer as _transformer  # noqa: F401  (registers "transformer")
+from ._registry import Model as Model
+from ._registry import available_models as available_models
+from ._registry import get_model as get_model
+from ._registry import register_model as register_model
