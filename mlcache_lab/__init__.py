@@ -4,5 +4,10 @@ The public surface is re-exported here explicitly; everything else is private.
 """
 
 from . import models as models
+from .cache import CacheStore as CacheStore
+from .cache import CacheWarning as CacheWarning
+from .stages import CachedFunction as CachedFunction
+from .stages import StageReport as StageReport
+from .stages import cached_jit as cached_jit
 
 __version__ = "0.1.0"

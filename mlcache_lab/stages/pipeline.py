@@ -1,0 +1,284 @@
+"""The three pure stages and their configs: trace, lower, compile.
+
+Each stage is ``artifact + config -> artifact``:
+
+* **trace**: function + abstract inputs -> a forward-only ``ClosedJaxpr``
+  (``jax.jit(fn).trace``, batch dimension symbolic when ``batch_axes`` is given);
+* **lower**: jaxpr -> StableHLO, as a ``jax.export.Exported`` (serializable,
+  shape-polymorphic, multi-platform);
+* **compile**: StableHLO -> an XLA executable (``jax.jit(exported.call)``
+  at concrete shapes, persisted with ``jax.experimental.serialize_executable``).
+
+Each level's config is a :class:`~mlcache_lab.cache.keys.KeyComponents` of
+named, readable values; each artifact has a codec (``encode_*``/``decode_*``)
+giving the bytes the store keeps and a digest for the next level's content key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jaxlib
+from jax import export as jax_export
+from jax._src import config as jax_config
+from jax._src import core
+from jax.experimental import serialize_executable
+from jax.extend import backend as jex_backend
+
+from ..cache.jaxpr_codec import (
+    CODEC_VERSION,
+    JaxprCodecError,
+    canonical_jaxpr,
+    decode_jaxpr,
+    encode_jaxpr,
+)
+from ..cache.keys import KeyComponents, digest
+from .signature import Signature
+
+__all__ = [
+    "CompileArtifact",
+    "LowerArtifact",
+    "TraceArtifact",
+    "compile_config",
+    "lower_config",
+    "run_compile",
+    "run_lower",
+    "run_trace",
+    "trace_config",
+]
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+EXPORT_FORMAT = 1
+_CALLING_CONVENTION = jax_export.maximum_supported_calling_convention_version
+EXECUTABLE_FORMAT = 1
+
+
+# ---------------------------------------------------------------- artifacts
+@dataclasses.dataclass
+class TraceArtifact:
+    """A traced program. ``encoded`` is None when the codec refused it (``note`` says why)."""
+
+    jaxpr: core.ClosedJaxpr
+    out_tree: Any
+    encoded: bytes | None
+    note: str = ""
+
+    @property
+    def digest(self) -> str | None:
+        return None if self.encoded is None else digest(self.encoded)
+
+    def meta(self) -> dict[str, Any]:
+        return {"out_tree": _dump_tree(self.out_tree)}
+
+    @classmethod
+    def decode(cls, payload: bytes, meta: Mapping[str, Any]) -> TraceArtifact:
+        return cls(decode_jaxpr(payload), _load_tree(meta["out_tree"]), payload)
+
+
+@dataclasses.dataclass
+class LowerArtifact:
+    """A lowered program (``jax.export.Exported``) and its serialized bytes."""
+
+    exported: jax_export.Exported
+    out_tree: Any
+    serialized: bytes
+
+    @property
+    def digest(self) -> str:
+        return digest(self.serialized)
+
+    def meta(self) -> dict[str, Any]:
+        return {"out_tree": _dump_tree(self.out_tree)}
+
+    @classmethod
+    def decode(cls, payload: bytes, meta: Mapping[str, Any]) -> LowerArtifact:
+        return cls(
+            jax_export.deserialize(bytearray(payload)), _load_tree(meta["out_tree"]), payload
+        )
+
+    def as_text(self) -> str:
+        return self.exported.mlir_module()
+
+
+@dataclasses.dataclass
+class CompileArtifact:
+    """A loaded executable taking the flat dynamic leaves, returning flat outputs."""
+
+    compiled: jax.stages.Compiled
+    out_tree: Any
+    serialized: bytes | None
+    note: str = ""
+
+    def meta(self) -> dict[str, Any]:
+        return {"out_tree": _dump_tree(self.out_tree)}
+
+    @classmethod
+    def decode(cls, payload: bytes, meta: Mapping[str, Any]) -> CompileArtifact:
+        executable, in_tree, out_tree = pickle.loads(payload)
+        compiled = serialize_executable.deserialize_and_load(executable, in_tree, out_tree)
+        return cls(compiled, _load_tree(meta["out_tree"]), payload)
+
+
+def _dump_tree(tree: Any) -> bytes:
+    return pickle.dumps(tree)
+
+
+def _load_tree(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
+# ------------------------------------------------------------------ configs
+def _trace_context() -> str:
+    """JAX's flags that change tracing (x64, matmul precision, ...), by name."""
+    names = jax_config.trace_context_names
+    names = names() if callable(names) else names
+    values = jax_config.trace_context()
+    parts = []
+    for name, value in zip(names, values, strict=False):
+        text = _ADDRESS.sub("", repr(value))
+        parts.append(f"{name}={text}")
+    return digest(*parts)
+
+
+def trace_config(function_digest: str, sig: Signature, symbolic: bool) -> KeyComponents:
+    """Everything that can change the jaxpr, by name."""
+    statics = ";".join(f"{i}:{type(v).__qualname__}:{v!r}" for i, v in sig.statics)
+    return KeyComponents(
+        "trace",
+        {
+            "function": function_digest,
+            "inputs": sig.describe(symbolic),
+            "in_tree": str(sig.in_tree),
+            "static_args": _ADDRESS.sub("", statics),
+            "trace_context": _trace_context(),
+            "versions": f"jax={jax.__version__} jaxlib={jaxlib.__version__}",
+            "jaxpr_codec": str(CODEC_VERSION),
+        },
+    )
+
+
+def lower_config(
+    sig: Signature, symbolic: bool, lowering_platforms: tuple[str, ...] | None
+) -> KeyComponents:
+    """Everything that can change the StableHLO given the jaxpr, by name."""
+    platforms = lowering_platforms or (jax_export.default_export_platform(),)
+    return KeyComponents(
+        "lower",
+        {
+            "platforms": ",".join(platforms),
+            "shape_polymorphism": "batch dimension symbolic" if symbolic else "static shapes",
+            "donate": ",".join(map(str, sig.flat_donate)),
+            "shardings": "unspecified (single device)",
+            "export_format": f"{EXPORT_FORMAT}/cc{_CALLING_CONVENTION}",
+        },
+    )
+
+
+def compile_config(sig: Signature, compiler_options: Mapping[str, Any] | None) -> KeyComponents:
+    """Everything that can change the executable given the StableHLO, by name."""
+    device = jax.devices()[0]
+    backend = jex_backend.get_backend()
+    options = ";".join(f"{k}={v!r}" for k, v in sorted((compiler_options or {}).items()))
+    return KeyComponents(
+        "compile",
+        {
+            "compiler_options": options,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "backend": f"{backend.platform} {backend.platform_version}",
+            "device_kind": f"{device.device_kind} x{len(jax.devices())}",
+            "concrete_inputs": sig.describe(False),
+            "donate": ",".join(map(str, sig.flat_donate)),
+            "jaxlib": jaxlib.__version__,
+            "executable_format": str(EXECUTABLE_FORMAT),
+        },
+    )
+
+
+# ------------------------------------------------------------------- stages
+def call_with_leaves(fn: Callable[..., Any], sig: Signature, leaves: list[Any]) -> Any:
+    """Call ``fn`` with the signature's static arguments and these dynamic leaves."""
+    dyn_args, kwargs = jax.tree_util.tree_unflatten(sig.in_tree, leaves)
+    statics = dict(sig.statics)
+    args, it = [], iter(dyn_args)
+    for i in range(len(dyn_args) + len(statics)):
+        args.append(statics[i] if i in statics else next(it))
+    return fn(*args, **kwargs)
+
+
+def flat_function(fn: Callable[..., Any], sig: Signature) -> Callable[..., list[Any]]:
+    """``fn`` as a function of the flat dynamic leaves returning flat outputs."""
+
+    def flat(*leaves: Any) -> list[Any]:
+        return jax.tree_util.tree_leaves(call_with_leaves(fn, sig, list(leaves)))
+
+    return flat
+
+
+def run_trace(
+    fn: Callable[..., Any], sig: Signature, static_argnums: tuple[int, ...], symbolic: bool
+) -> TraceArtifact:
+    """Trace ``fn`` at the signature's abstract inputs."""
+    specs = sig.specs(symbolic)
+    traced = call_with_leaves(jax.jit(fn, static_argnums=static_argnums).trace, sig, specs)
+    closed = canonical_jaxpr(traced.jaxpr)
+    if len(closed.in_avals) != len(specs):
+        raise AssertionError(f"traced {len(closed.in_avals)} inputs for {len(specs)} leaves")
+    try:
+        encoded: bytes | None = encode_jaxpr(closed)
+        note = ""
+    except JaxprCodecError as err:
+        encoded, note = None, f"jaxpr kept in memory only: {err}"
+    return TraceArtifact(closed, traced.out_tree, encoded, note)
+
+
+def run_lower(
+    art: TraceArtifact,
+    sig: Signature,
+    symbolic: bool,
+    lowering_platforms: tuple[str, ...] | None,
+    fn: Callable[..., Any],
+) -> LowerArtifact:
+    """Lower the jaxpr to a serializable ``Exported``.
+
+    The program is lowered from the *decoded* jaxpr, so a fresh trace and one
+    read from disk give the same StableHLO bytes. A jaxpr the codec refused is
+    lowered by re-tracing ``fn`` inside ``jax.export`` instead.
+    """
+    specs = sig.specs(symbolic)
+    donate = sig.flat_donate
+    if art.encoded is not None:
+        closed = decode_jaxpr(art.encoded)
+        flat_fn: Any = jax.jit(core.jaxpr_as_fun(closed), donate_argnums=donate)
+        specs = [
+            jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in closed.in_avals
+        ]
+    else:
+        flat_fn = jax.jit(flat_function(fn, sig), donate_argnums=donate)
+    exported = jax_export.export(flat_fn, platforms=lowering_platforms)(*specs)
+    return LowerArtifact(exported, art.out_tree, bytes(exported.serialize()))
+
+
+def run_compile(
+    art: LowerArtifact, sig: Signature, compiler_options: Mapping[str, Any] | None
+) -> CompileArtifact:
+    """Compile the StableHLO at the call's concrete shapes; serialize the executable."""
+    concrete = sig.specs(False)
+    jitted = jax.jit(art.exported.call, donate_argnums=sig.flat_donate)
+    compiled = (
+        jitted.trace(*concrete)
+        .lower()
+        .compile(compiler_options=dict(compiler_options) if compiler_options else None)
+    )
+    try:
+        payload = serialize_executable.serialize(compiled)
+        serialized: bytes | None = pickle.dumps(payload)
+        note = ""
+    except Exception as err:  # backends without executable serialization
+        serialized, note = None, f"executable kept in memory only: {type(err).__name__}: {err}"
+    return CompileArtifact(compiled, art.out_tree, serialized, note)
