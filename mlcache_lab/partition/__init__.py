@@ -1,0 +1,33 @@
+"""Graph partitioning for batch-level parallelism.
+
+``partition(fn, *example_args, batch_axes=...)`` traces ``fn``, inlines its
+calls, propagates the batch axis of every value (one rule per primitive) and
+groups the equations into batched clusters (each sample independent: the
+cluster can run on any slice of the batch) and non-batched clusters (batch
+invariant work, or work that mixes samples), with dependencies and an
+execution queue.
+"""
+
+from .analysis import JaxprAnalysis as JaxprAnalysis
+from .analysis import Label as Label
+from .analysis import analyze as analyze
+from .api import partition as partition
+from .cluster import Cluster as Cluster
+from .display import DisplayWarning as DisplayWarning
+from .graph import ClusterGraph as ClusterGraph
+from .inline import inline_calls as inline_calls
+from .run import run_clusters as run_clusters
+from .run import split_run as split_run
+
+__all__ = [
+    "Cluster",
+    "ClusterGraph",
+    "DisplayWarning",
+    "JaxprAnalysis",
+    "Label",
+    "analyze",
+    "inline_calls",
+    "partition",
+    "run_clusters",
+    "split_run",
+]

@@ -1,0 +1,222 @@
+"""``partition(fn, *example_args, batch_axes=...)``: trace, inline, analyse, cluster."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.extend.core import ClosedJaxpr, Literal, Var
+
+from .analysis import Axis, JaxprAnalysis, analyze
+from .cluster import build_clusters
+from .clustering import ClusterPlan, grow_clusters
+from .graph import ClusterGraph
+from .inline import inline_calls
+
+__all__ = ["cluster_plan", "partition"]
+
+BATCH_AXES_STRUCTURE = (
+    "batch_axes must be an int, None, or a tuple with one entry per positional argument, each "
+    "an int, None or a pytree prefix of that argument (jax.vmap's in_axes convention). "
+    "Got batch_axes={batch_axes!r} for {n} argument(s). Fix: e.g. batch_axes=(None, 0) for "
+    "fn(params, x)."
+)
+BAD_AXIS_TYPE = (
+    "batch_axes entries must be int or None. Got {value!r} (type {type_name}) for {path}. "
+    "Fix: give an axis index, or None for an argument without a batch axis."
+)
+AXIS_OUT_OF_RANGE = (
+    "batch_axes gives axis {axis} for {path} of shape {shape}, out of range for its {ndim} "
+    "dimension(s). Fix: use an axis in [-{ndim}, {ndim}), or None for no batch axis."
+)
+BATCH_SIZES_DIFFER = (
+    "Batched arguments must share one batch size. Got {sizes}. Fix: pass arrays with the same "
+    "size on their batch axes, or set batch_axes=None for arguments that are not batched."
+)
+NO_BATCHED_ARGUMENT = (
+    "batch_axes={batch_axes!r} gives no argument a batch axis, so there is nothing to split. "
+    "Fix: give the batched inputs an axis, e.g. batch_axes=(None, 0) for fn(params, x)."
+)
+BATCH_TOO_SMALL = (
+    "The example batch size is {size} (on {path}); partition needs at least 2 samples to tell "
+    "the batch axis from broadcasting. Fix: trace with example arguments of batch size >= 2."
+)
+NON_ARRAY_ARGUMENT = (
+    "example_args must be pytrees of arrays. Got {path} of type {type_name}. Fix: close over "
+    "non-array values (functools.partial or a lambda) and pass only arrays."
+)
+NON_ARRAY_OUTPUT = (
+    "fn must return a pytree of arrays. Got output {path} of type {type_name}. Fix: return "
+    "only arrays (drop non-array values, or return them from another function)."
+)
+BAD_MIN_CLUSTER_SIZE = (
+    "min_cluster_size must be an int >= 1. Got min_cluster_size={value!r}. Fix: 1 disables "
+    "merging; TF's XLA auto-clustering uses 4, OpenVINO's TF integration 6."
+)
+
+_SCALARS = (bool, int, float, complex, np.generic)
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, *_SCALARS))
+
+
+def _flat_axes(batch_axes: Any, args: tuple[Any, ...]) -> list[Any]:
+    """Broadcast the ``batch_axes`` prefix to one entry per argument leaf."""
+    if batch_axes is None or isinstance(batch_axes, numbers.Integral):
+        return [batch_axes] * len(jax.tree.leaves(args))
+    if not isinstance(batch_axes, tuple | list) or len(batch_axes) != len(args):
+        raise ValueError(BATCH_AXES_STRUCTURE.format(batch_axes=batch_axes, n=len(args)))
+    out: list[Any] = []
+    for prefix, arg in zip(batch_axes, args, strict=True):
+        try:
+            per_leaf = jax.tree.map(
+                lambda a, sub: [a] * len(jax.tree.leaves(sub)),
+                prefix,
+                arg,
+                is_leaf=lambda x: x is None,
+            )
+        except (ValueError, TypeError):
+            raise ValueError(
+                BATCH_AXES_STRUCTURE.format(batch_axes=batch_axes, n=len(args))
+            ) from None
+        out.extend(
+            a
+            for chunk in jax.tree.leaves(per_leaf, is_leaf=lambda x: isinstance(x, list))
+            for a in chunk
+        )
+    return out
+
+
+def normalize_batch_axes(args: tuple[Any, ...], batch_axes: Any) -> tuple[list[Axis], int]:
+    """One non-negative axis (or ``None``) per argument leaf, and the batch size.
+
+    Raises:
+      ValueError: bad structure or axis, differing batch sizes, no batched
+        argument, a batch of fewer than 2 samples, or a non-array argument.
+    """
+    paths_leaves = jax.tree_util.tree_flatten_with_path(args)[0]
+    paths = [f"example_args{jax.tree_util.keystr(p)}" for p, _ in paths_leaves]
+    for path, (_, leaf) in zip(paths, paths_leaves, strict=True):
+        if not _is_array(leaf):
+            raise ValueError(NON_ARRAY_ARGUMENT.format(path=path, type_name=type(leaf).__name__))
+    flat = _flat_axes(batch_axes, args)
+    axes: list[Axis] = []
+    sizes: dict[str, int] = {}
+    for path, (_, leaf), a in zip(paths, paths_leaves, flat, strict=True):
+        if a is not None and (not isinstance(a, numbers.Integral) or isinstance(a, bool)):
+            raise ValueError(BAD_AXIS_TYPE.format(value=a, type_name=type(a).__name__, path=path))
+        shape = np.shape(leaf)
+        if a is not None and not -len(shape) <= int(a) < len(shape):
+            raise ValueError(
+                AXIS_OUT_OF_RANGE.format(axis=a, path=path, shape=shape, ndim=len(shape))
+            )
+        axis = None if a is None else int(a) % len(shape)
+        axes.append(axis)
+        if axis is not None:
+            sizes[path] = shape[axis]
+    if not sizes:
+        raise ValueError(NO_BATCHED_ARGUMENT.format(batch_axes=batch_axes))
+    if len(set(sizes.values())) > 1:
+        raise ValueError(BATCH_SIZES_DIFFER.format(sizes=sizes))
+    path, size = next(iter(sizes.items()))
+    if size < 2:
+        raise ValueError(BATCH_TOO_SMALL.format(size=size, path=path))
+    return axes, size
+
+
+def trace(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[ClosedJaxpr, Any, Any]:
+    """``fn``'s jaxpr (calls inlined) on flat arguments, with in/out trees."""
+    leaves, in_tree = jax.tree.flatten(args)
+    out_tree_box: list[Any] = []
+
+    def flat_fn(*flat: Any) -> list[Any]:
+        out = fn(*jax.tree.unflatten(in_tree, flat))
+        for p, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
+            if not _is_array(leaf):
+                raise ValueError(
+                    NON_ARRAY_OUTPUT.format(
+                        path=f"output{jax.tree_util.keystr(p)}", type_name=type(leaf).__name__
+                    )
+                )
+        out_leaves, out_tree = jax.tree.flatten(out)
+        out_tree_box.append(out_tree)
+        return out_leaves
+
+    closed = jax.make_jaxpr(flat_fn)(*leaves)
+    return inline_calls(closed), in_tree, out_tree_box[0]
+
+
+def cluster_plan(
+    closed: ClosedJaxpr, analysis: JaxprAnalysis, min_cluster_size: int = 1
+) -> ClusterPlan:
+    """Grow clusters over ``closed``'s equations from their labels."""
+    eqns = closed.jaxpr.eqns
+    made_by: dict[Var, int] = {}
+    producers: list[list[int]] = []
+    for i, eqn in enumerate(eqns):
+        producers.append(
+            [made_by[v] for v in eqn.invars if not isinstance(v, Literal) and v in made_by]
+        )
+        for v in eqn.outvars:
+            made_by[v] = i
+    keys = [(lab.kind, lab.category) for lab in analysis.labels]
+    return grow_clusters(producers, keys, min_cluster_size)
+
+
+def partition(
+    fn: Callable[..., Any],
+    *example_args: Any,
+    batch_axes: Any = 0,
+    min_cluster_size: int = 1,
+) -> ClusterGraph:
+    """Partition ``fn``'s jaxpr into batched and non-batched clusters.
+
+    Args:
+      fn: a function of pytrees of arrays returning a pytree of arrays, as for
+        ``jax.jit`` (static arguments are not supported: close over them).
+      *example_args: arguments to trace ``fn`` with; the batch needs >= 2 samples.
+      batch_axes: ``jax.vmap``'s ``in_axes`` convention: an int or ``None`` for
+        every argument, or a tuple with one entry per argument, each an int,
+        ``None`` or a pytree prefix of that argument. Negative axes count from
+        the end. Default ``0``.
+      min_cluster_size: clusters smaller than this merge into a neighbour where
+        that keeps the graph acyclic (an ablation knob; 1 disables merging).
+
+    Returns:
+      the :class:`ClusterGraph`.
+
+    Raises:
+      ValueError: ``batch_axes`` does not match the arguments, an axis is out of
+        range, batched arguments disagree on the batch size, the batch has one
+        sample, an argument or output is not an array, or ``min_cluster_size``
+        is not a positive int.
+    """
+    if (
+        not isinstance(min_cluster_size, int)
+        or isinstance(min_cluster_size, bool)
+        or (min_cluster_size < 1)
+    ):
+        raise ValueError(BAD_MIN_CLUSTER_SIZE.format(value=min_cluster_size))
+    in_axes, batch_size = normalize_batch_axes(example_args, batch_axes)
+    closed, in_tree, out_tree = trace(fn, example_args)
+    analysis = analyze(closed.jaxpr, in_axes, const_axes=[None] * len(closed.jaxpr.constvars))
+    plan = cluster_plan(closed, analysis, min_cluster_size)
+    clusters = build_clusters(closed, analysis, plan, batch_size)
+    return ClusterGraph(
+        jaxpr=closed,
+        labels=analysis.labels,
+        clusters=clusters,
+        dependencies=plan.dependencies,
+        queue=plan.queue,
+        in_tree=in_tree,
+        out_tree=out_tree,
+        in_batch_axes=analysis.in_axes,
+        batch_size=batch_size,
+        min_cluster_size=min_cluster_size,
+        name=getattr(fn, "__name__", type(fn).__name__),
+        analysis=analysis,
+    )

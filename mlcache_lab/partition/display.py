@@ -1,0 +1,127 @@
+"""Text and Graphviz views of a :class:`ClusterGraph`; display never raises.
+
+In a notebook the graph shows itself as SVG rendered by Graphviz's ``dot``.
+When ``dot`` is missing or fails, the display warns (:class:`DisplayWarning`)
+and shows the DOT source with a one-line hint to install Graphviz, and the
+plain-text summary.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import warnings
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+    from .graph import ClusterGraph
+
+__all__ = ["DisplayWarning", "html", "mimebundle", "summary", "to_dot"]
+
+INSTALL_HINT = (
+    "Install Graphviz to see this graph as a picture: `apt-get install graphviz` or "
+    "`conda install graphviz` (the `dot` program), plus `pip install graphviz`."
+)
+COLORS = {"batched": "#b7e1cd", "invariant": "#e0e0e0", "mixes": "#f9cb9c"}
+MAX_LISTED = 30
+
+
+class DisplayWarning(UserWarning):
+    """The rich display fell back to text (Graphviz missing or failing)."""
+
+
+def _main_primitives(cluster: Cluster, k: int = 3) -> str:
+    return ", ".join(f"{name}×{n}" for name, n in cluster.primitives().most_common(k))
+
+
+def summary(graph: ClusterGraph) -> str:
+    """A readable multi-line summary: clusters, kinds, sizes, main primitives."""
+    counts = graph.counts()
+    head = (
+        f"ClusterGraph({graph.name}: {len(graph.labels)} equations, batch size "
+        f"{graph.batch_size}, {len(graph.clusters)} clusters: "
+        + ", ".join(f"{n} {k}" for k, n in counts.items())
+        + ")"
+    )
+    lines = [
+        head,
+        "  queue: "
+        + " -> ".join(map(str, graph.queue[:MAX_LISTED]))
+        + (" ..." if len(graph.queue) > MAX_LISTED else ""),
+    ]
+    for cid in graph.queue[:MAX_LISTED]:
+        c = graph.clusters[cid]
+        detail = _main_primitives(c) if c.category != "mixes" else c.reason
+        lines.append(
+            f"  #{c.id:<3} {c.category:<9} {len(c):>5} eqns  "
+            f"{len(c.inputs)} in / {len(c.outputs)} out  {detail}"
+        )
+    if len(graph.clusters) > MAX_LISTED:
+        lines.append(f"  ... {len(graph.clusters) - MAX_LISTED} more clusters")
+    return "\n".join(lines)
+
+
+def to_dot(graph: ClusterGraph) -> Any:
+    """The cluster graph as a ``graphviz.Digraph``: one box per cluster, edges = dependencies.
+
+    Colours: batched green, invariant grey, mixes orange.
+    """
+    import graphviz
+
+    dot = graphviz.Digraph(
+        name=graph.name,
+        graph_attr={"rankdir": "TB"},
+        node_attr={
+            "shape": "box",
+            "style": "filled,rounded",
+            "fontname": "Helvetica",
+            "fontsize": "10",
+        },
+    )
+    for c in graph.clusters:
+        label = f"#{c.id} {c.category}\n{len(c)} eqns: {_main_primitives(c)}"
+        if c.category == "mixes":
+            label += "\n" + c.reason.removeprefix("mixes: ")[:60]
+        dot.node(f"c{c.id}", label, fillcolor=COLORS.get(c.category, "white"))
+    for a, b in graph.dependencies:
+        dot.edge(f"c{a}", f"c{b}")
+    return dot
+
+
+def _fallback(graph: ClusterGraph, error: BaseException) -> str:
+    warnings.warn(
+        f"Could not render the cluster graph with Graphviz ({type(error).__name__}: {error}); "
+        "showing its DOT source instead. " + INSTALL_HINT,
+        DisplayWarning,
+        stacklevel=3,
+    )
+    try:
+        source = graph.to_dot().source
+    except Exception as exc:  # the graphviz package itself may be missing
+        source = f"(no DOT source: {type(exc).__name__}: {exc})"
+    return (
+        f"<p><em>{html_lib.escape(INSTALL_HINT)}</em></p>"
+        f"<pre>{html_lib.escape(summary(graph))}</pre>"
+        f"<pre>{html_lib.escape(source)}</pre>"
+    )
+
+
+def _svg(graph: ClusterGraph) -> str:
+    return graph.to_dot().pipe(format="svg").decode("utf-8")
+
+
+def mimebundle(graph: ClusterGraph) -> dict[str, str]:
+    """SVG and text; on any rendering failure, HTML with the DOT source and text."""
+    text = summary(graph)
+    try:
+        return {"image/svg+xml": _svg(graph), "text/plain": text}
+    except Exception as error:  # display must never raise
+        return {"text/html": _fallback(graph, error), "text/plain": text}
+
+
+def html(graph: ClusterGraph) -> str:
+    """The SVG inline in HTML; on any rendering failure, the DOT source and a hint."""
+    try:
+        return _svg(graph)
+    except Exception as error:  # display must never raise
+        return _fallback(graph, error)

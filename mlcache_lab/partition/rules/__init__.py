@@ -1,0 +1,108 @@
+"""Batch-axis rules, one per primitive: how the batch axis flows through an equation.
+
+A rule receives the equation and the batch axis of each operand (``None`` for an
+operand without one; at least one operand has an axis) and returns a
+:class:`RuleResult`: the batch axis of each output, and, when the equation does
+not keep samples apart, a ``mixes`` text naming the primitive and the axis.
+
+A rule may also ask to *promote* an operand that has no batch axis to one
+(``promote={operand_index: axis}``). That happens where the operand is aligned
+with a batched operand along the batch axis, e.g. ``x + zeros((B, d))``: sample
+``i`` then reads row ``i`` of the operand, so the operand must be split with the
+batch rather than passed whole. The analysis gives the operand's variable that
+batch axis (its producer keeps its own label).
+
+Primitives without a rule are treated as mixing samples, conservatively.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from jax.extend.core import JaxprEqn, Literal
+
+if TYPE_CHECKING:
+    from ..analysis import JaxprAnalysis
+
+__all__ = ["RULES", "Axis", "Rule", "RuleResult", "batched", "mixes", "register", "rule_for"]
+
+Axis = int | None
+"""The batch axis of a value: a non-negative dimension index, or ``None`` for none."""
+
+_NO_PROMOTION: Mapping[int, int] = MappingProxyType({})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RuleResult:
+    """What a rule decided about one equation.
+
+    Attributes:
+      out_axes: batch axis of each output. A mixing equation may keep an axis
+        where its output is still laid out along the batch (``cumsum``, ``sort``).
+      mixes: ``None`` when every output sample depends only on the same sample of
+        the inputs; otherwise why not, naming the primitive and the axis.
+      promote: operands without a batch axis that must be split along the given
+        axis (see the module docstring).
+      inner: analyses of the equation's sub-jaxprs (control flow), if any.
+    """
+
+    out_axes: tuple[Axis, ...]
+    mixes: str | None = None
+    promote: Mapping[int, int] = dataclasses.field(default_factory=lambda: _NO_PROMOTION)
+    inner: tuple[JaxprAnalysis, ...] = ()
+
+
+Rule = Callable[[JaxprEqn, Sequence[Axis]], RuleResult]
+
+RULES: dict[str, Rule] = {}
+
+
+def register(*names: str) -> Callable[[Rule], Rule]:
+    """Decorator registering a rule for the primitives called ``names``."""
+
+    def decorate(rule: Rule) -> Rule:
+        for name in names:
+            RULES[name] = rule
+        return rule
+
+    return decorate
+
+
+def rule_for(name: str) -> Rule | None:
+    """The rule for primitive ``name``, or ``None`` when there is none."""
+    return RULES.get(name)
+
+
+def batched(eqn: JaxprEqn, axis: Axis, promote: Mapping[int, int] | None = None) -> RuleResult:
+    """A per-sample result: every output carries ``axis``."""
+    return RuleResult((axis,) * len(eqn.outvars), None, promote or _NO_PROMOTION)
+
+
+def mixes(eqn: JaxprEqn, why: str, axis: Axis = None) -> RuleResult:
+    """A mixing result; outputs carry ``axis`` (default none)."""
+    return RuleResult((axis,) * len(eqn.outvars), f"{eqn.primitive.name} {why}")
+
+
+def ndim(atom: Any) -> int:
+    """Rank of a jaxpr atom (variable or literal)."""
+    return len(getattr(atom.aval, "shape", ()))
+
+
+def shape(atom: Any) -> tuple[int, ...]:
+    """Shape of a jaxpr atom."""
+    return tuple(getattr(atom.aval, "shape", ()))
+
+
+def is_literal(atom: Any) -> bool:
+    """Whether ``atom`` is a literal rather than a variable."""
+    return isinstance(atom, Literal)
+
+
+# Importing the rule modules registers their rules.
+from . import control_flow as _control_flow  # noqa: E402, F401
+from . import elementwise as _elementwise  # noqa: E402, F401
+from . import indexing as _indexing  # noqa: E402, F401
+from . import structural as _structural  # noqa: E402, F401

@@ -1,0 +1,74 @@
+"""Running clusters: the whole graph in queue order, or a batched cluster in chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from .cluster import Cluster
+from .graph import ClusterGraph
+
+__all__ = ["run_clusters", "split_inputs", "split_run"]
+
+BAD_SIZES = (
+    "sizes must be positive ints summing to the batch size of the inputs. Got sizes={sizes} "
+    "for a batch of {batch}. Fix: e.g. sizes=[{half}, {rest}]."
+)
+
+
+def run_clusters(graph: ClusterGraph, *args: Any) -> Any:
+    """Run ``graph``'s clusters in queue order on ``args`` (same as ``graph.run(*args)``)."""
+    return graph.run(*args)
+
+
+def split_inputs(cluster: Cluster, inputs: Sequence[Any], sizes: Sequence[int]) -> list[list[Any]]:
+    """Cut a batched cluster's inputs into consecutive chunks of ``sizes`` samples.
+
+    Inputs with a batch axis are sliced along it; the others are passed whole to
+    every chunk.
+    """
+    batch = next(
+        (
+            np.shape(x)[a]
+            for x, a in zip(inputs, cluster.in_batch_axes, strict=True)
+            if a is not None
+        ),
+        cluster.batch_size,
+    )
+    if any(int(s) != s or s < 1 for s in sizes) or sum(sizes) != batch:
+        raise ValueError(
+            BAD_SIZES.format(
+                sizes=list(sizes), batch=batch, half=batch // 2, rest=batch - batch // 2
+            )
+        )
+    starts = np.cumsum([0, *sizes[:-1]])
+    chunks = []
+    for start, size in zip(starts, sizes, strict=True):
+        chunk = []
+        for x, a in zip(inputs, cluster.in_batch_axes, strict=True):
+            if a is None:
+                chunk.append(x)
+            else:
+                index = [slice(None)] * np.ndim(x)
+                index[a] = slice(int(start), int(start + size))
+                chunk.append(x[tuple(index)])
+        chunks.append(chunk)
+    return chunks
+
+
+def split_run(cluster: Cluster, inputs: Sequence[Any], sizes: Sequence[int]) -> list[Any]:
+    """Run a batched cluster chunk by chunk and put the results back together.
+
+    Outputs with a batch axis are concatenated along it; outputs without one are
+    the same for every chunk, and are taken from the first. For a batched
+    cluster this equals ``cluster.run(*inputs)``: that is the ground truth the
+    analysis is tested against.
+    """
+    results = [cluster.run(*chunk) for chunk in split_inputs(cluster, inputs, sizes)]
+    return [
+        results[0][k] if a is None else jnp.concatenate([r[k] for r in results], axis=a)
+        for k, a in enumerate(cluster.out_batch_axes)
+    ]

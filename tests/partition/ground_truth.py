@@ -1,0 +1,60 @@
+"""Numerical ground truth shared by the partition tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlcache_lab.partition import ClusterGraph, partition, split_run
+
+
+def _close(a: Any, b: Any) -> None:
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape, a.dtype, b.dtype)
+    if jnp.issubdtype(a.dtype, jnp.inexact):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
+def assert_tree_close(a: Any, b: Any) -> None:
+    """Same structure; exact for integers and bools, allclose for floats."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if jnp.issubdtype(np.asarray(x).dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        _close(x, y)
+
+
+def check_ground_truth(graph: ClusterGraph, *args: Any, reference: Any = None) -> None:
+    """The two numerical facts a partition must satisfy.
+
+    1. Clusters run in queue order give the function's outputs.
+    2. Every batched cluster run on two parts of the batch, concatenated along the
+       batch axes, equals the cluster run on the whole batch.
+    """
+    if reference is not None:
+        assert_tree_close(graph.run(*args), reference)
+    env = graph.evaluate(*args)
+    for cluster in graph.clusters:
+        if cluster.kind != "batched":
+            continue
+        inputs = [env[v] for v in cluster.inputs]
+        whole = cluster.run(*inputs)
+        first = graph.batch_size // 2
+        parts = split_run(cluster, inputs, [first, graph.batch_size - first])
+        for w, p in zip(whole, parts, strict=True):
+            assert_tree_close(p, w)
+
+
+def partition_and_check(
+    fn: Callable[..., Any], *args: Any, batch_axes: Any = 0, min_cluster_size: int = 1
+) -> ClusterGraph:
+    """Partition ``fn`` and check both ground truths against ``fn(*args)``."""
+    graph = partition(fn, *args, batch_axes=batch_axes, min_cluster_size=min_cluster_size)
+    check_ground_truth(graph, *args, reference=fn(*args))
+    return graph
