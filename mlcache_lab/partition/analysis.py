@@ -265,7 +265,8 @@ def _apply_rule(eqn: object, in_ax: tuple[Axis, ...]) -> RuleResult:
         n_out = len(eqn.outvars)  # type: ignore[attr-defined]
         return RuleResult(
             (None,) * n_out,
-            f"{name} has no batching rule and reads a batched value: assumed to mix samples",
+            f"{name} has no batching rule and reads batched values (operand batch axes "
+            f"{in_ax}): assumed to mix samples",
         )
     return rule(eqn, in_ax)  # type: ignore[arg-type]
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Var, jaxpr_as_fun
+from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, Literal, Var, jaxpr_as_fun
 
 from .analysis import Axis, JaxprAnalysis, Label
 from .clustering import ClusterPlan
@@ -153,7 +153,13 @@ def build_clusters(
         cluster_eqns = [eqns[i] for i in members]
         labels = tuple(analysis.labels[i] for i in members)
         effects = set().union(*(e.effects for e in cluster_eqns))
-        body = Jaxpr([], list(inputs), outputs, cluster_eqns, effects)
+        info = DebugInfo(
+            "partition",
+            f"cluster {cid}",
+            tuple(f"in{k}" for k in range(len(inputs))),
+            tuple(f"out{k}" for k in range(len(outputs))),
+        )
+        body = Jaxpr([], list(inputs), outputs, cluster_eqns, effects, info)
         kind, category = plan.keys[cid]
         clusters.append(
             Cluster(
