@@ -37,6 +37,8 @@ import sys
 import types
 from typing import Any
 
+import jax
+import jax.numpy
 import numpy as np
 from jax import export as jax_export
 from jax._src import core
@@ -146,6 +148,10 @@ def _rebuild_jaxpr(constvars: Any, invars: Any, outvars: Any, eqns: Any, effects
     return core.Jaxpr(constvars, invars, outvars, eqns, effects, _DEBUG_INFO)
 
 
+def _rebuild_array(value: np.ndarray) -> Any:
+    return jax.numpy.asarray(value)
+
+
 def _rebuild_var(cls: type, aval: Any, initial_qdd: Any, final_qdd: Any) -> Any:
     var: Any = object.__new__(cls)
     core.Var.__init__(var, aval, initial_qdd, final_qdd)
@@ -191,6 +197,8 @@ class _Pickler(pickle.Pickler):
                 obj.eqns,
                 obj.effects,
             )
+        if isinstance(obj, jax.Array):  # a closed-over constant: persist its value
+            return _rebuild_array, (np.asarray(obj),)
         if isinstance(obj, _literals.TypedNdArray):  # ndarray's pickle drops its aval
             return _literals.TypedNdArray, (np.asarray(obj).view(np.ndarray), obj.aval)
         if isinstance(obj, np.ndarray | np.generic):
@@ -238,9 +246,50 @@ class _Unpickler(pickle.Unpickler):
         raise JaxprCodecError(f"unknown persistent id {pid!r}")
 
     def find_class(self, module: str, name: str) -> Any:
-        if module == __name__ or module.startswith(_TRUSTED_MODULE_PREFIXES):
+        # Only what jaxprs are made of: classes from jax/numpy, a few named
+        # reconstruction functions, and this module's rebuild helpers. Anything
+        # else (eval, os.system, ...) is refused before it can be called.
+        if module == __name__ and name.startswith("_rebuild_"):
             return super().find_class(module, name)
+        if module.startswith(_TRUSTED_MODULE_PREFIXES):
+            obj = super().find_class(module, name)
+            if isinstance(obj, type):
+                if module != "builtins" or name in _SAFE_BUILTIN_TYPES:
+                    return obj
+            elif (module, name) in _ALLOWED_FUNCTIONS or module.startswith("jax._src.random."):
+                return obj
         raise JaxprCodecError(f"refusing to load {module}.{name} from an encoded jaxpr")
+
+
+_SAFE_BUILTIN_TYPES = frozenset(
+    {
+        "bool",
+        "bytearray",
+        "bytes",
+        "complex",
+        "dict",
+        "float",
+        "frozenset",
+        "int",
+        "list",
+        "range",
+        "set",
+        "slice",
+        "str",
+        "tuple",
+    }
+)
+_ALLOWED_FUNCTIONS = frozenset(
+    {
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("jax._src.named_sharding", "_unpickle_named_sharding"),
+    }
+)
 
 
 def encode_jaxpr(closed: core.ClosedJaxpr) -> bytes:

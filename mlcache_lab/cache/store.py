@@ -2,20 +2,22 @@
 
 Layout under the store's root (``CacheStore.path``)::
 
-    <root>/<level>/joblib/content/<content key>/output.pkl   the artifact
-    <root>/<level>/joblib/chain/<chain key>/output.pkl       a pointer to a content key
-    <root>/<level>/joblib/explain/<function id>/output.pkl   the last chain components
+    <root>/<level>/content/<content key>/output.pkl    the artifact
+    <root>/<level>/chain/<chain key>/output.pkl        a pointer to a content key
+    <root>/<level>/explain/<function id>/output.pkl    the last chain components
 
-``<level>`` is ``trace``, ``lower`` or ``compile``; keys are 32 hex digits
+``<level>`` is ``trace``, ``lower`` or ``compile``; keys (and the digest of
+the function's module and name that identifies explain records) are 32 hex digits
 (see :mod:`mlcache_lab.cache.keys`). Files are written by joblib's store
 backend, which writes to a temporary name and renames, so a reader never sees
 half an entry. Each ``output.pkl`` holds one *entry*, a dict::
 
     {"format": ENTRY_FORMAT, "level": str, "kind": "content"|"chain"|"explain",
-     "key": str, "versions": str, "payload": bytes, "sha256": str, "meta": dict}
+     "key": str, "versions": str, "payload": bytes, "meta": bytes, "sha256": str}
 
 ``payload`` is the level's artifact as its codec wrote it (or, for a chain
-entry, the content key it points to); ``sha256`` is over ``payload``;
+entry, the content key it points to); ``meta`` is a pickled dict (the output
+treedef, codec notes); ``sha256`` is over both, length-prefixed;
 ``versions`` names the jax/jaxlib build that wrote it. An entry whose format,
 level, key, versions or checksum do not match is *damaged*: it is reported as
 a miss with that reason and overwritten by the regenerated artifact, never
@@ -32,6 +34,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import pickle
 import threading
 import time
 import warnings
@@ -41,6 +44,8 @@ from typing import Any
 import jax
 import jaxlib
 import joblib
+
+from .keys import digest
 
 __all__ = ["ENTRY_FORMAT", "LEVELS", "CacheStore", "CacheWarning", "Lookup", "default_store"]
 
@@ -170,7 +175,7 @@ class CacheStore:
         content = found["payload"].decode()
         result = self.lookup_content(level, content, _count=False)
         if result.status == "miss":
-            return self._miss(lvl, f"chain entry points to a missing artifact ({result.reason})")
+            return self._miss(lvl, result.reason)
         lvl.pointers[chain_key] = content
         result.reason = "chain key"
         lvl.counts[result.status] += 1
@@ -188,7 +193,7 @@ class CacheStore:
             return self._miss(lvl, found, count=_count)
         if _count:
             lvl.counts["disk"] += 1
-        return Lookup("disk", found["payload"], dict(found["meta"]), "content key", content_key)
+        return Lookup("disk", found["payload"], found["meta"], "content key", content_key)
 
     def _hit_memory(self, lvl: _Level, content: str, how: str, count: bool = True) -> Lookup:
         obj, meta = lvl.objects[content]
@@ -261,6 +266,7 @@ class CacheStore:
         meta: dict[str, Any],
         duration: float,
     ) -> None:
+        meta_bytes = pickle.dumps(meta)
         entry = {
             "format": ENTRY_FORMAT,
             "level": lvl.name,
@@ -268,8 +274,8 @@ class CacheStore:
             "key": key,
             "versions": _VERSIONS,
             "payload": payload,
-            "sha256": hashlib.sha256(payload).hexdigest(),
-            "meta": meta,
+            "meta": meta_bytes,
+            "sha256": _checksum(payload, meta_bytes),
         }
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -287,6 +293,7 @@ class CacheStore:
     def last_components(self, level: str, function_id: str) -> dict[str, str] | None:
         """The chain components last written for ``function_id`` at ``level``."""
         lvl = self._levels[level]
+        function_id = digest("explain", function_id)
         mem = lvl.objects.get(f"explain:{function_id}")
         if mem is not None:
             return dict(mem[0])
@@ -299,6 +306,7 @@ class CacheStore:
 
     def record_components(self, level: str, function_id: str, components: dict[str, str]) -> None:
         lvl = self._levels[level]
+        function_id = digest("explain", function_id)
         lvl.objects[f"explain:{function_id}"] = (dict(components), {})
         if self.path is not None:
             self._dump(lvl, "explain", function_id, b"", dict(components), 0.0)
@@ -349,12 +357,24 @@ def _check_entry(entry: Any, level: str, kind: str, key: str) -> str:
         return f"written by {entry.get('versions')!r}, this is {_VERSIONS}"
     if (entry.get("level"), entry.get("kind"), entry.get("key")) != (level, kind, key):
         return "entry belongs to another key"
-    payload = entry.get("payload")
-    if not isinstance(payload, bytes) or not isinstance(entry.get("meta"), dict):
+    payload, meta = entry.get("payload"), entry.get("meta")
+    if not isinstance(payload, bytes) or not isinstance(meta, bytes):
         return "malformed payload"
-    if hashlib.sha256(payload).hexdigest() != entry.get("sha256"):
+    if _checksum(payload, meta) != entry.get("sha256"):
         return "checksum mismatch"
-    return ""
+    try:
+        entry["meta"] = pickle.loads(meta)
+    except Exception as err:
+        return f"unreadable metadata ({type(err).__name__})"
+    return "" if isinstance(entry["meta"], dict) else "malformed metadata"
+
+
+def _checksum(payload: bytes, meta: bytes) -> str:
+    h = hashlib.sha256()
+    for part in (payload, meta):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()
 
 
 def _touch(path: Path) -> None:

@@ -32,7 +32,7 @@ def attention(x: jax.Array, layer: Params, num_heads: int) -> jax.Array:
     q, k, v = jnp.split(qkv, 3, axis=-1)
 
     def heads(t: jax.Array) -> jax.Array:  # [B, S, W] -> [B, H, S, D]
-        return t.reshape(t.shape[:-1] + (num_heads, head)).swapaxes(-2, -3)
+        return t.reshape((*t.shape[:-1], num_heads, head)).swapaxes(-2, -3)
 
     q, k, v = heads(q), heads(k), heads(v)
     logits = jnp.einsum("bhsd,bhtd->bhst", q, k) / math.sqrt(head)
@@ -40,7 +40,7 @@ def attention(x: jax.Array, layer: Params, num_heads: int) -> jax.Array:
     logits = jnp.where(causal, logits, jnp.finfo(logits.dtype).min)
     probs = jax.nn.softmax(logits, axis=-1)
     out = jnp.einsum("bhst,bhtd->bhsd", probs, v).swapaxes(-2, -3)
-    return out.reshape(out.shape[:-2] + (width,)) @ layer["w_out"]
+    return out.reshape((*out.shape[:-2], width)) @ layer["w_out"]
 
 
 def block(x: jax.Array, layer: Params, num_heads: int) -> jax.Array:

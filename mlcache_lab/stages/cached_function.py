@@ -356,7 +356,7 @@ class CachedFunction:
         chain: dict[str, str],
         lookup_reason: str,
     ) -> str:
-        if lookup_reason.startswith("damaged") or lookup_reason.startswith("entry could not"):
+        if lookup_reason != "no entry":  # there was an entry, and it was unusable
             return lookup_reason
         old = self.store.last_components(level, self._function_id)
         return explain_change(old, self._components(level, configs, chain))

@@ -1,0 +1,140 @@
+"""The function fingerprint follows code, helpers and closed-over constants, not parameters."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mlcache_lab.cache.fingerprint import fingerprint_function
+
+
+def load_module(tmp_path, name, source):
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        sys.modules.pop(name, None)
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(name, None)
+
+
+MODULE = """
+import jax.numpy as jnp
+
+SCALE = {scale}
+
+def helper(x):
+    return {helper}
+
+def model(params, x):
+    return helper(x @ params) * SCALE
+"""
+
+
+def fp(tmp_path, name, **fmt):
+    values = {"scale": 2.0, "helper": "jnp.tanh(x)"} | fmt
+    return fingerprint_function(load_module(tmp_path, name, MODULE.format(**values)).model)
+
+
+def test_same_source_same_fingerprint(tmp_path):
+    a, b = fp(tmp_path, "m_a"), fp(tmp_path, "m_b")
+    assert a.reliable and a.digest == b.digest
+
+
+def test_editing_a_helper_changes_it(tmp_path):
+    assert fp(tmp_path, "m_c").digest != fp(tmp_path, "m_d", helper="jnp.sin(x)").digest
+
+
+def test_changing_a_global_constant_changes_it(tmp_path):
+    assert fp(tmp_path, "m_e").digest != fp(tmp_path, "m_f", scale=3.0).digest
+
+
+def test_moving_code_does_not_change_it(tmp_path):
+    moved = "\n\n\n# a comment\n" + MODULE
+    a = fp(tmp_path, "m_g")
+    mod = load_module(tmp_path, "m_h", moved.format(scale=2.0, helper="jnp.tanh(x)"))
+    assert fingerprint_function(mod.model).digest == a.digest
+
+
+def test_closed_over_arrays_by_value_parameters_never():
+    def make(w):
+        return lambda x: x @ w
+
+    a = fingerprint_function(make(np.ones((2, 2))))
+    b = fingerprint_function(make(np.ones((2, 2))))
+    c = fingerprint_function(make(np.zeros((2, 2))))
+    assert a.digest == b.digest != c.digest
+
+    def f(params, x):
+        return x @ params
+
+    before = fingerprint_function(f).digest
+    f(np.ones((2, 2)), np.ones(2))  # calling with any parameters changes nothing
+    assert fingerprint_function(f).digest == before
+
+
+def test_partial_jit_and_methods():
+    def g(x, k):
+        return x * k
+
+    assert (
+        fingerprint_function(functools.partial(g, k=2)).digest
+        != fingerprint_function(functools.partial(g, k=3)).digest
+    )
+    assert fingerprint_function(jax.jit(g)).reliable
+
+    class Layer:
+        def __init__(self, k):
+            self.k = k
+
+        def __call__(self, x):
+            return x * self.k
+
+    assert fingerprint_function(Layer(2)).digest != fingerprint_function(Layer(3)).digest
+    assert (
+        fingerprint_function(Layer(2).__call__).digest
+        == fingerprint_function(Layer(2).__call__).digest
+    )
+
+
+def test_library_functions_by_name_and_version():
+    assert fingerprint_function(jnp.tanh).reliable
+    assert fingerprint_function(jnp.tanh).digest != fingerprint_function(jnp.sin).digest
+
+
+def test_recursion_terminates():
+    def fact(n):
+        return 1 if n <= 1 else n * fact(n - 1)
+
+    assert fingerprint_function(fact).reliable
+
+
+def test_unreadable_state_is_unreliable():
+    import threading
+
+    lock = threading.Lock()
+
+    def f(x):
+        with lock:
+            return x
+
+    result = fingerprint_function(f)
+    assert not result.reliable
+    assert any("lock" in note.lower() for note in result.notes)
+
+
+@pytest.mark.parametrize("value", [1, 1.0, "a", (1, 2), {"a": 1}, None])
+def test_closed_over_values(value):
+    def make(v):
+        return lambda x: (x, v)
+
+    assert fingerprint_function(make(value)).digest == fingerprint_function(make(value)).digest
+    assert fingerprint_function(make(value)).digest != fingerprint_function(make([value])).digest

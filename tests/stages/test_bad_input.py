@@ -1,0 +1,120 @@
+"""Bad input gets an error that names the argument, the value and the fix."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import jax.numpy as jnp
+import pytest
+
+import mlcache_lab as mcl
+
+
+def f(w, x):
+    return x @ w
+
+
+def test_non_array_leaf(store):
+    cf = mcl.cached_jit(f, store=store)
+    with pytest.raises(
+        TypeError,
+        match=r"argument 1 holds a builtins.str where an array is "
+        r"expected.*static_argnums",
+    ):
+        cf(jnp.eye(2), "tokens")
+
+
+def test_unhashable_static_argument(store):
+    cf = mcl.cached_jit(lambda x, shape: x.reshape(shape), store=store, static_argnums=(1,))
+    with pytest.raises(TypeError, match=r"static argument 1 .* must be hashable.*list"):
+        cf(jnp.ones(4), [2, 2])
+
+
+def test_static_argnums_out_of_range(store):
+    cf = mcl.cached_jit(f, store=store, static_argnums=(3,))
+    with pytest.raises(ValueError, match=r"static_argnums=\(3,\) names argument 3"):
+        cf(jnp.eye(2), jnp.ones((2, 2)))
+
+
+def test_bad_argnums_type():
+    with pytest.raises(TypeError, match=r"'donate_argnums' must be an int or a sequence"):
+        mcl.cached_jit(f, donate_argnums=("x",))
+
+
+def test_batch_axes_wrong_length(store):
+    cf = mcl.cached_jit(f, store=store, batch_axes=(None, 0, 0))
+    with pytest.raises(
+        ValueError,
+        match=r"'batch_axes' must be .* one entry per positional "
+        r"argument \(2\).*Got batch_axes=\(None, 0, 0\)",
+    ):
+        cf(jnp.eye(2), jnp.ones((3, 2)))
+
+
+def test_batch_axes_structure_mismatch(store):
+    cf = mcl.cached_jit(lambda p, x: x @ p["w"], store=store, batch_axes=({"v": None}, 0))
+    with pytest.raises(
+        ValueError,
+        match=r"batch_axes\[0\]=\{'v': None\} does not match the "
+        r"structure of argument 0",
+    ):
+        cf({"w": jnp.eye(2)}, jnp.ones((3, 2)))
+
+
+def test_batch_axis_past_rank(store):
+    cf = mcl.cached_jit(f, store=store, batch_axes=(None, 2))
+    with pytest.raises(
+        ValueError,
+        match=r"axis 2 for input leaf 1 of shape \(3, 2\), which "
+        r"has rank 2; use an axis in \[-2, 2\)",
+    ):
+        cf(jnp.eye(2), jnp.ones((3, 2)))
+
+
+def test_batch_sizes_disagree(store):
+    cf = mcl.cached_jit(lambda x, y: x + y, store=store, batch_axes=(0, 0))
+    with pytest.raises(ValueError, match=r"batched arguments disagree on the batch size"):
+        cf(jnp.ones((3, 2)), jnp.ones((4, 2)))
+
+
+def test_static_argument_cannot_be_batched(store):
+    cf = mcl.cached_jit(lambda x, n: x * n, store=store, static_argnums=(1,), batch_axes=(0, 0))
+    with pytest.raises(ValueError, match=r"batch_axes\[1\]=0 but argument 1 is static"):
+        cf(jnp.ones((3, 2)), 2)
+
+
+def test_bad_store_and_options():
+    with pytest.raises(TypeError, match=r"'store' must be a mlcache_lab.CacheStore"):
+        mcl.cached_jit(f, store="/tmp/x")
+    with pytest.raises(TypeError, match=r"'compiler_options' must be a mapping"):
+        mcl.cached_jit(f, compiler_options=["O0"])
+    with pytest.raises(TypeError, match=r"write \('cpu',\)"):
+        mcl.cached_jit(f, lowering_platforms="cpu")
+    with pytest.raises(ValueError, match=r"'max_bytes' must be a positive int"):
+        mcl.CacheStore(None, max_bytes=-1)
+    with pytest.raises(TypeError, match=r"'path' must be a directory path or None"):
+        mcl.CacheStore(3)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_store_warns_once_and_runs(tmp_path):  # pragma: no cover - as non-root
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.warns(mcl.CacheWarning, match="cannot be written"):
+        store = mcl.CacheStore(locked / "store")
+    cf = mcl.cached_jit(f, store=store)
+    assert cf(jnp.eye(2), jnp.ones((1, 2))).shape == (1, 2)
+
+
+def test_store_path_that_is_a_file_warns_once_and_runs(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.warns(mcl.CacheWarning, match="cannot be written.*running uncached"):
+        store = mcl.CacheStore(blocker / "store")
+    assert not store.on_disk
+    cf = mcl.cached_jit(f, store=store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for batch in (1, 2, 3):
+            assert cf(jnp.eye(2), jnp.ones((batch, 2))).shape == (batch, 2)

@@ -1,0 +1,46 @@
+"""The behaviour table: each pipeline change, each call in its own fresh process."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlcache_lab.stages.changes import CHANGES, CallSpec, run_change
+
+LEVELS = ("trace", "lower", "compile")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", CHANGES, ids=[c.name for c in CHANGES])
+def test_change_gives_the_expected_status_per_level(change, tmp_path):
+    spec = CallSpec(store=str(tmp_path / "store"), workdir=str(tmp_path / "work"), verify=True)
+    base, changed = run_change(change, spec)
+
+    assert {lvl: base["report"][f"{lvl}_status"] for lvl in LEVELS} == {
+        "trace": "miss",
+        "lower": "miss",
+        "compile": "miss",
+    }
+    statuses = {lvl: changed["report"][f"{lvl}_status"] for lvl in LEVELS}
+    assert statuses == change.expected, changed["report"]
+    assert changed["max_abs_diff"] == 0.0
+    for lvl in LEVELS:
+        if statuses[lvl] == "miss":
+            assert "changed" in changed["report"][f"{lvl}_reason"], changed["report"]
+
+
+@pytest.mark.slow
+def test_code_edit_reason_names_the_function_component(tmp_path):
+    change = next(c for c in CHANGES if c.name == "code_edit")
+    spec = CallSpec(store=str(tmp_path / "store"), workdir=str(tmp_path / "work"))
+    _, changed = run_change(change, spec)
+    assert changed["report"]["trace_reason"].startswith("function changed")
+    assert "trace_key changed" in changed["report"]["lower_reason"]
+
+
+@pytest.mark.slow
+def test_compiler_option_reason_names_the_option(tmp_path):
+    change = next(c for c in CHANGES if c.name == "compiler_option")
+    spec = CallSpec(store=str(tmp_path / "store"), workdir=str(tmp_path / "work"))
+    _, changed = run_change(change, spec)
+    assert "xla_backend_optimization_level" in changed["report"]["compile_reason"]
+    assert changed["report"]["compile_reason"].startswith("compiler_options changed")
