@@ -31,22 +31,60 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any, str, str]] = [
     ("elementwise", lambda x: jnp.sin(x) * 2 + x, (X,), 0, "sin", "batched"),
     ("compare-select", lambda x: jnp.where(x > 0, x, -x), (X,), 0, "select_n", "batched"),
     ("int-ops", lambda i: (i * 3 + 1) % 5 - (i >> 1), (IDX,), 0, "rem", "batched"),
-    ("convert", lambda x: x.astype(jnp.int32).astype(jnp.float16), (X,), 0,
-     "convert_element_type", "batched"),
+    (
+        "convert",
+        lambda x: x.astype(jnp.int32).astype(jnp.float16),
+        (X,),
+        0,
+        "convert_element_type",
+        "batched",
+    ),
     ("dot-free", lambda x, w: x @ w, (X, W), (0, None), "dot_general", "batched"),
-    ("dot-batch-dim", lambda x: jnp.einsum("bij,bkj->bik", x, x), (X,), 0, "dot_general",
-     "batched"),
-    ("dot-contract-batch", lambda x: jnp.einsum("bij,bik->jk", x, x), (X,), 0, "dot_general",
-     "mixes"),
-    ("dot-outer-batch", lambda x: x.reshape(B, -1) @ x.reshape(B, -1).T, (X,), 0, "dot_general",
-     "mixes"),
+    (
+        "dot-batch-dim",
+        lambda x: jnp.einsum("bij,bkj->bik", x, x),
+        (X,),
+        0,
+        "dot_general",
+        "batched",
+    ),
+    (
+        "dot-contract-batch",
+        lambda x: jnp.einsum("bij,bik->jk", x, x),
+        (X,),
+        0,
+        "dot_general",
+        "mixes",
+    ),
+    (
+        "dot-outer-batch",
+        lambda x: x.reshape(B, -1) @ x.reshape(B, -1).T,
+        (X,),
+        0,
+        "dot_general",
+        "mixes",
+    ),
     ("dot-moved-axis", lambda x, w: x @ w, (XT, W), (None, 1), "dot_general", "batched"),
-    ("conv", lambda k, x: jax.lax.conv_general_dilated(
-        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")),
-     (KERNEL, IMG), (None, 0), "conv_general_dilated", "batched"),
-    ("conv-batch-on-spatial", lambda k, x: jax.lax.conv_general_dilated(
-        x.transpose(1, 0, 2, 3), k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")),
-     (KERNEL, IMG), (None, 0), "conv_general_dilated", "mixes"),
+    (
+        "conv",
+        lambda k, x: jax.lax.conv_general_dilated(
+            x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        ),
+        (KERNEL, IMG),
+        (None, 0),
+        "conv_general_dilated",
+        "batched",
+    ),
+    (
+        "conv-batch-on-spatial",
+        lambda k, x: jax.lax.conv_general_dilated(
+            x.transpose(1, 0, 2, 3), k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        ),
+        (KERNEL, IMG),
+        (None, 0),
+        "conv_general_dilated",
+        "mixes",
+    ),
     ("reduce-other", lambda x: x.sum(axis=(1, 2)), (X,), 0, "reduce_sum", "batched"),
     ("reduce-batch", lambda x: x.max(axis=0), (X,), 0, "reduce_max", "mixes"),
     ("argmax-other", lambda x: jnp.argmax(x, axis=2), (X,), 0, "argmax", "batched"),
@@ -55,28 +93,76 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any, str, str]] = [
     ("reshape-merges", lambda x: x.reshape(B * 3, 5), (X,), 0, "reshape", "mixes"),
     ("reshape-moved", lambda x: x.reshape(3, B, 5, 1), (XT,), 1, "reshape", "batched"),
     ("transpose", lambda x: jnp.transpose(x, (2, 0, 1)) + 1, (X,), 0, "transpose", "batched"),
-    ("broadcast", lambda x: jnp.broadcast_to(x[:, None], (B, 2, 3, 5)), (X,), 0,
-     "broadcast_in_dim", "batched"),
-    ("expand-squeeze", lambda x: jnp.squeeze(jnp.expand_dims(x, 2), 2), (X,), 0, "squeeze",
-     "batched"),
+    (
+        "broadcast",
+        lambda x: jnp.broadcast_to(x[:, None], (B, 2, 3, 5)),
+        (X,),
+        0,
+        "broadcast_in_dim",
+        "batched",
+    ),
+    (
+        "expand-squeeze",
+        lambda x: jnp.squeeze(jnp.expand_dims(x, 2), 2),
+        (X,),
+        0,
+        "squeeze",
+        "batched",
+    ),
     ("slice-other", lambda x: x[:, 1:3], (X,), 0, "slice", "batched"),
     ("slice-batch", lambda x: x[1:], (X,), 0, "slice", "mixes"),
-    ("dynamic-slice", lambda x, i: jax.lax.dynamic_slice_in_dim(x, i, 2, axis=2),
-     (X, jnp.int32(1)), (0, None), "dynamic_slice", "batched"),
-    ("dynamic-update", lambda x: jax.lax.dynamic_update_slice_in_dim(x, x[:, :1] * 0, 1, 1),
-     (X,), 0, "dynamic_update_slice", "batched"),
+    (
+        "dynamic-slice",
+        lambda x, i: jax.lax.dynamic_slice_in_dim(x, i, 2, axis=2),
+        (X, jnp.int32(1)),
+        (0, None),
+        "dynamic_slice",
+        "batched",
+    ),
+    (
+        "dynamic-update",
+        lambda x: jax.lax.dynamic_update_slice_in_dim(x, x[:, :1] * 0, 1, 1),
+        (X,),
+        0,
+        "dynamic_update_slice",
+        "batched",
+    ),
     ("embedding-lookup", lambda t, i: t[i], (TABLE, IDX), (None, 0), "gather", "batched"),
     ("gather-window", lambda x: x[:, :, jnp.array([4, 0, 2])], (X,), 0, "gather", "batched"),
     ("gather-into-batch", lambda x: x[jnp.array([3, 0])], (X,), 0, "gather", "mixes"),
-    ("take-along-axis", lambda x, i: jnp.take_along_axis(x[:, :, 0], i % 3, axis=1),
-     (X, IDX), 0, "gather", "batched"),
+    (
+        "take-along-axis",
+        lambda x, i: jnp.take_along_axis(x[:, :, 0], i % 3, axis=1),
+        (X, IDX),
+        0,
+        "gather",
+        "batched",
+    ),
     ("scatter-window", lambda x: x.at[:, 1].set(0.0), (X,), 0, "scatter", "batched"),
-    ("scatter-add-shared", lambda i: jnp.zeros(7).at[i].add(1.0), (IDX,), 0, "scatter-add",
-     "mixes"),
-    ("concatenate-other", lambda x: jnp.concatenate([x, x * 2], axis=2), (X,), 0,
-     "concatenate", "batched"),
-    ("concatenate-batch", lambda x: jnp.concatenate([x, x], axis=0), (X,), 0, "concatenate",
-     "mixes"),
+    (
+        "scatter-add-shared",
+        lambda i: jnp.zeros(7).at[i].add(1.0),
+        (IDX,),
+        0,
+        "scatter-add",
+        "mixes",
+    ),
+    (
+        "concatenate-other",
+        lambda x: jnp.concatenate([x, x * 2], axis=2),
+        (X,),
+        0,
+        "concatenate",
+        "batched",
+    ),
+    (
+        "concatenate-batch",
+        lambda x: jnp.concatenate([x, x], axis=0),
+        (X,),
+        0,
+        "concatenate",
+        "mixes",
+    ),
     ("pad-other", lambda x: jnp.pad(x, ((0, 0), (1, 2), (0, 0))), (X,), 0, "pad", "batched"),
     ("pad-batch", lambda x: jnp.pad(x, ((1, 0), (0, 0), (0, 0))), (X,), 0, "pad", "mixes"),
     ("cumsum-other", lambda x: jnp.cumsum(x, axis=2), (X,), 0, "cumsum", "batched"),
@@ -86,30 +172,76 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any, str, str]] = [
     ("sort-batch", lambda x: jnp.sort(x, axis=0), (X,), 0, "sort", "mixes"),
     ("argsort", lambda x: jnp.argsort(x, axis=1), (X,), 0, "sort", "batched"),
     ("top-k", lambda x: jax.lax.top_k(x, 2)[0], (X,), 0, "top_k", "batched"),
-    ("top-k-batch", lambda x: jax.lax.top_k(jnp.moveaxis(x, 0, -1), 2)[1], (X,), 0, "top_k",
-     "mixes"),
+    (
+        "top-k-batch",
+        lambda x: jax.lax.top_k(jnp.moveaxis(x, 0, -1), 2)[1],
+        (X,),
+        0,
+        "top_k",
+        "mixes",
+    ),
     ("split", lambda x: jnp.split(x, [2], axis=2)[1], (X,), 0, "split", "batched"),
     ("rev", lambda x: x[::-1], (X,), 0, "rev", "mixes"),
-    ("iota-promoted", lambda x: x + jnp.arange(B, dtype=x.dtype)[:, None, None], (X,), 0,
-     "add", "batched"),
-    ("rng-invariant", lambda x: x + jax.random.normal(jax.random.key(1), x.shape), (X,), 0,
-     "add", "batched"),
-    ("rng-per-sample-keys", lambda k: jax.random.uniform(k, (3,)).sum()
-     if False else jax.vmap(lambda kk: jax.random.uniform(kk, (3,)))(k),
-     (jax.random.split(jax.random.key(2), B),), 0, "random_bits", "batched"),
-    ("pooling", lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1),
-                                                (1, 2, 2, 1), "VALID"),
-     (IMG,), 0, "reduce_window_max", "batched"),
-    ("pooling-batch", lambda x: jax.lax.reduce_window(x, 0.0, jax.lax.add, (2, 1, 1, 1),
-                                                      (1, 1, 1, 1), "VALID"),
-     (IMG,), 0, "reduce_window_sum", "mixes"),
-    ("unknown-primitive", lambda x: jnp.linalg.cholesky(
-        jnp.einsum("bij,bkj->bik", x, x) + 5 * jnp.eye(3)), (X,), 0, "cholesky", "mixes"),
-]  # fmt: skip
+    (
+        "iota-promoted",
+        lambda x: x + jnp.arange(B, dtype=x.dtype)[:, None, None],
+        (X,),
+        0,
+        "add",
+        "batched",
+    ),
+    (
+        "rng-invariant",
+        lambda x: x + jax.random.normal(jax.random.key(1), x.shape),
+        (X,),
+        0,
+        "add",
+        "batched",
+    ),
+    (
+        "rng-per-sample-keys",
+        lambda k: (
+            jax.random.uniform(k, (3,)).sum()
+            if False
+            else jax.vmap(lambda kk: jax.random.uniform(kk, (3,)))(k)
+        ),
+        (jax.random.split(jax.random.key(2), B),),
+        0,
+        "random_bits",
+        "batched",
+    ),
+    (
+        "pooling",
+        lambda x: jax.lax.reduce_window(
+            x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID"
+        ),
+        (IMG,),
+        0,
+        "reduce_window_max",
+        "batched",
+    ),
+    (
+        "pooling-batch",
+        lambda x: jax.lax.reduce_window(x, 0.0, jax.lax.add, (2, 1, 1, 1), (1, 1, 1, 1), "VALID"),
+        (IMG,),
+        0,
+        "reduce_window_sum",
+        "mixes",
+    ),
+    (
+        "unknown-primitive",
+        lambda x: jnp.linalg.cholesky(jnp.einsum("bij,bkj->bik", x, x) + 5 * jnp.eye(3)),
+        (X,),
+        0,
+        "cholesky",
+        "mixes",
+    ),
+]
 
 
-@pytest.mark.parametrize(("name", "fn", "args", "batch_axes", "prim", "expected"), CASES,
-                         ids=[c[0] for c in CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "fn", "args", "batch_axes", "prim", "expected"), CASES, ids=[c[0] for c in CASES]
+)
 def test_rule(name, fn, args, batch_axes, prim, expected) -> None:  # type: ignore[no-untyped-def]
     g = partition_and_check(fn, *args, batch_axes=batch_axes)
     eqns = g.jaxpr.jaxpr.eqns
@@ -124,8 +256,11 @@ def test_rule(name, fn, args, batch_axes, prim, expected) -> None:  # type: igno
 def test_unknown_primitive_reason_says_so() -> None:
     fn = CASES[-1][1]
     g = partition_and_check(fn, X)
-    (lab,) = [lab for e, lab in zip(g.jaxpr.jaxpr.eqns, g.labels, strict=True)
-              if e.primitive.name == "cholesky"]  # fmt: skip
+    (lab,) = [
+        lab
+        for e, lab in zip(g.jaxpr.jaxpr.eqns, g.labels, strict=True)
+        if e.primitive.name == "cholesky"
+    ]
     assert "no batching rule" in lab.reason
 
 
