@@ -12,6 +12,9 @@ cluster. Choices the claims leave open, and what we do:
   cluster can take seeds a new cluster. Batched clusters claim their batched
   consumers first, so "a consumer not already in another cluster" is, for a
   non-batched cluster, a non-batched consumer.
+* **Seeds.** Growth only follows consumers, so two equations that read only
+  graph inputs (siblings, not producer and consumer) seed separate clusters;
+  ``min_cluster_size`` is the knob that merges such fragments.
 * **Ties.** A consumer that several clusters could take joins the one with the
   lowest id.
 * **Invariant vs mixing.** A non-batched cluster takes only consumers of its own
