@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
+from jax._src.array import ArrayImpl
 
 from ..cache.fingerprint import Fingerprint, fingerprint_function
 from ..cache.keys import KeyComponents, chain_key, content_key, explain_change
@@ -155,21 +157,33 @@ class CachedFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
+        if self._static:
+            statics = tuple(args[i] for i in self._static if i < len(args))
+            dynamic = tuple(a for i, a in enumerate(args) if i not in self._static)
+        else:
+            statics, dynamic = (), args
+        leaves, treedef = jax.tree_util.tree_flatten((dynamic, kwargs))
+        # The fast path keys on what jax.jit keys on: tree, statics, leaf types.
+        key: Any = (treedef, statics, tuple(map(_leaf_key, leaves)))
+        try:
+            fast = self._fast.get(key)
+        except TypeError:  # an unhashable static: make_signature explains
+            fast, key = None, None
+        if fast is not None:
+            art, self.last_report = fast
+            return jax.tree_util.tree_unflatten(art.out_tree, art.compiled(*leaves))
         try:
             sig = self._signature(args, kwargs)
         except _TracerArgument:  # under grad/vmap/jit: behave exactly like jax.jit
             return jax.jit(self._fn, static_argnums=self._static, donate_argnums=self._donate)(
                 *args, **kwargs
             )
-        fast = self._fast.get(sig.fast_key())
-        if fast is not None:
-            art, self.last_report = fast
-        else:
-            arts, report = self._resolve(sig, upto="compile")
-            art = arts["compile"]  # type: ignore[assignment]
-            report.total_seconds = time.perf_counter() - start
-            self.last_report = report
-            self._fast[sig.fast_key()] = (art, _fast_report(report))
+        arts, report = self._resolve(sig, upto="compile")
+        art = arts["compile"]  # type: ignore[assignment]
+        report.total_seconds = time.perf_counter() - start
+        self.last_report = report
+        if key is not None:
+            self._fast[key] = (art, _fast_report(report))
         out = art.compiled(*sig.dynamic)
         return jax.tree_util.tree_unflatten(art.out_tree, out)
 
@@ -360,6 +374,15 @@ class CachedFunction:
             return lookup_reason
         old = self.store.last_components(level, self._function_id)
         return explain_change(old, self._components(level, configs, chain))
+
+
+def _leaf_key(leaf: Any) -> Any:
+    kind = type(leaf)
+    if kind is ArrayImpl:
+        return leaf.aval  # shape, dtype and weak type; a Tracer has another type
+    if kind is np.ndarray:
+        return (kind, leaf.shape, leaf.dtype)
+    return (kind, getattr(leaf, "shape", None), getattr(leaf, "dtype", None))
 
 
 def _fast_report(report: StageReport) -> StageReport:

@@ -46,10 +46,6 @@ class Signature:
     statics: tuple[tuple[int, Any], ...]
     flat_donate: tuple[int, ...]
 
-    def fast_key(self) -> tuple[Any, ...]:
-        """Hashable identity of the call for the in-process fast path."""
-        return (self.in_tree, self.avals, self.statics)
-
     def specs(self, symbolic: bool) -> list[jax.ShapeDtypeStruct]:
         """``ShapeDtypeStruct`` per dynamic leaf; batch dims symbolic if asked."""
         dim = jax_export.symbolic_shape(BATCH_DIM_NAME)[0] if symbolic else None

@@ -1,0 +1,225 @@
+"""Warm start in a fresh process: cached_jit with a warm store against JAX's persistent cache.
+
+Three kinds of fresh process, alternating in one run (``--repeats`` rounds):
+
+* ``mlcache_lab``: ``cached_jit(model.apply, store=warm store)``, first call;
+* ``jax``: ``jax.jit(model.apply)`` with JAX's persistent compilation cache
+  warm (``jax_persistent_cache_min_compile_time_secs=0``): trace, lower, then
+  compile (a cache hit) and the first execution;
+* ``floor``: only ``deserialize_and_load`` of a serialized executable and one
+  execution: no library can start faster than this.
+
+Each process reports, from just before its first call (imports and the
+model's arguments excluded, identical for all three): ``ready`` (the
+executable is loaded) and ``first_result`` (the first call's result is ready),
+plus ``second_call``. Results go to ``data/warm_start.csv`` and a summary with
+medians and the ratios the issue targets is printed.
+
+Run: ``python -m mlcache_lab.bench.warm_start [--layers 48] [--repeats 7]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "run_benchmark"]
+
+VARIANTS = ("mlcache_lab", "jax", "floor")
+
+
+def _child(variant: str, workdir: str, layers: int, batch: int) -> dict[str, Any]:
+    t_process = time.perf_counter()
+    import jax
+
+    if variant == "jax":
+        jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax-cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    import mlcache_lab as mcl
+    from mlcache_lab.models import get_model
+
+    model = get_model("transformer", layers=layers)
+    args = jax.block_until_ready(model.example_args(batch))
+    leaves = jax.tree_util.tree_leaves(args)
+    setup = time.perf_counter() - t_process
+    result: dict[str, Any] = {"variant": variant, "setup_seconds": setup}
+
+    call: Any
+    t0 = time.perf_counter()
+    if variant == "mlcache_lab":
+        f = mcl.cached_jit(model.apply, store=mcl.CacheStore(os.path.join(workdir, "store")))
+        out = jax.block_until_ready(f(*args))
+        t1 = time.perf_counter()
+        assert f.last_report is not None
+        result["ready"] = f.last_report.total_seconds
+        result["statuses"] = "/".join(f.last_report.statuses().values())
+        call = f
+    elif variant == "jax":
+        compiled = jax.jit(model.apply).trace(*args).lower().compile()
+        result["ready"] = time.perf_counter() - t0
+        out = jax.block_until_ready(compiled(*args))
+        t1 = time.perf_counter()
+        call = compiled
+    else:
+        import pickle
+
+        from jax.experimental import serialize_executable
+
+        data = Path(workdir, "executable.pkl").read_bytes()
+        payload, in_tree, out_tree = pickle.loads(data)
+        compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+        result["ready"] = time.perf_counter() - t0
+        out = jax.block_until_ready(compiled(*leaves))
+        t1 = time.perf_counter()
+
+        def call(*a: Any) -> Any:  # type: ignore[misc]
+            return compiled(*jax.tree_util.tree_leaves(a))
+
+    result["first_result"] = t1 - t0
+    t2 = time.perf_counter()
+    jax.block_until_ready(call(*args))
+    result["second_call"] = time.perf_counter() - t2
+    result["checksum"] = float(jax.numpy.sum(jax.numpy.abs(jax.tree_util.tree_leaves(out)[0])))
+    return result
+
+
+def _spawn(variant: str, workdir: str, layers: int, batch: int) -> dict[str, Any]:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlcache_lab.bench.warm_start",
+            "--child",
+            variant,
+            "--workdir",
+            workdir,
+            "--layers",
+            str(layers),
+            "--batch",
+            str(batch),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{variant} process failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _prepare(workdir: str, layers: int, batch: int) -> None:
+    """Warm both caches in fresh processes; copy our executable out for the floor.
+
+    The floor loads the very executable mlcache_lab serves (read from its
+    store), so the difference between the two is mlcache_lab's own overhead.
+    """
+    import joblib
+
+    _spawn("mlcache_lab", workdir, layers, batch)
+    _spawn("jax", workdir, layers, batch)
+    (entry,) = Path(workdir, "store", "compile", "content").glob("*/output.pkl")
+    Path(workdir, "executable.pkl").write_bytes(joblib.load(entry)["payload"])
+
+
+def run_benchmark(
+    layers: int = 48, batch: int = 8, repeats: int = 7, out: Path | None = None
+) -> list[dict[str, Any]]:
+    """Alternate the three variants ``repeats`` times; rows of measurements."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="mlcache-warm-start-") as workdir:
+        _prepare(workdir, layers, batch)
+        for repeat in range(repeats):
+            for variant in VARIANTS:
+                row = _spawn(variant, workdir, layers, batch)
+                row.update(repeat=repeat, layers=layers, batch=batch)
+                rows.append(row)
+    if out is not None:
+        _write(rows, out, layers, batch, repeats)
+    return rows
+
+
+def _write(rows: list[dict[str, Any]], out: Path, layers: int, batch: int, repeats: int) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fields = [
+        "variant",
+        "repeat",
+        "layers",
+        "batch",
+        "ready",
+        "first_result",
+        "second_call",
+        "setup_seconds",
+        "statuses",
+        "checksum",
+    ]
+    with out.open("w", newline="") as fh:
+        fh.write(
+            f"# made by: python -m mlcache_lab.bench.warm_start --layers {layers} "
+            f"--batch {batch} --repeats {repeats}\n"
+        )
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summarize(rows: list[dict[str, Any]]) -> str:
+    """Medians per variant and the ratios against the targets."""
+    med = {
+        v: {
+            k: statistics.median(r[k] for r in rows if r["variant"] == v)
+            for k in ("ready", "first_result", "second_call")
+        }
+        for v in VARIANTS
+    }
+    lines = [f"{'variant':<12} {'ready s':>9} {'first result s':>15} {'second call s':>14}"]
+    for v in VARIANTS:
+        m = med[v]
+        lines.append(
+            f"{v:<12} {m['ready']:9.4f} {m['first_result']:15.4f} {m['second_call']:14.4f}"
+        )
+    ours, jax_, floor = med["mlcache_lab"], med["jax"], med["floor"]
+    ready = ours["ready"] / jax_["ready"]
+    first = ours["first_result"] / jax_["first_result"]
+    over_floor = ours["first_result"] / floor["first_result"]
+    lines += [
+        f"ready: mlcache_lab / jax = {ready:.3f} (target <= 0.6)",
+        f"first result: mlcache_lab / jax = {first:.3f} (target <= 0.9)",
+        f"first result: mlcache_lab / floor = {over_floor:.3f} (target <= 1.05)",
+    ]
+    statuses = {r["statuses"] for r in rows if r["variant"] == "mlcache_lab"}
+    lines.append(f"mlcache_lab statuses (trace/lower/compile): {sorted(statuses)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mlcache_lab.bench.warm_start", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--layers", type=int, default=48)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default="data/warm_start.csv")
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(args.child, args.workdir, args.layers, args.batch)))
+        return 0
+    rows = run_benchmark(args.layers, args.batch, args.repeats, Path(args.out))
+    print(summarize(rows))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
