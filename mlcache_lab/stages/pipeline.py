@@ -116,13 +116,27 @@ class CompileArtifact:
     note: str = ""
 
     def meta(self) -> dict[str, Any]:
-        return {"out_tree": _dump_tree(self.out_tree)}
+        return {"out_tree": _dump_tree(self.out_tree), "runtime": _runtime()}
 
     @classmethod
     def decode(cls, payload: bytes, meta: Mapping[str, Any]) -> CompileArtifact:
+        # An executable only runs on the backend and devices it was built for.
+        if meta.get("runtime") != _runtime():
+            raise ValueError(
+                f"executable built for {meta.get('runtime')!r}, this is {_runtime()!r}"
+            )
         executable, in_tree, out_tree = pickle.loads(payload)
         compiled = serialize_executable.deserialize_and_load(executable, in_tree, out_tree)
         return cls(compiled, _load_tree(meta["out_tree"]), payload)
+
+
+def _runtime() -> str:
+    """The backend and devices an executable is built for (checked when one is loaded)."""
+    device = jax.devices()[0]
+    backend = jex_backend.get_backend()
+    return (
+        f"{backend.platform} {backend.platform_version}; {device.device_kind} x{jax.device_count()}"
+    )
 
 
 def _dump_tree(tree: Any) -> bytes:

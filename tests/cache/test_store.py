@@ -3,37 +3,23 @@
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from entry_tools import (
+    ARGS,
+    EXPECTED,
+    entries,
+    fresh_call,
+    read_entry,
+    rewrite_entry,
+    warm,
+    write_entry,
+)
 
 import mlcache_lab as mcl
-
-
-def model(w, x):
-    return jnp.tanh(x @ w) * 3
-
-
-ARGS = (jnp.eye(4) * 0.5, jnp.arange(8.0).reshape(2, 4))
-EXPECTED = np.asarray(jax.jit(model)(*ARGS))
-
-
-def entries(path: Path, level: str, kind: str = "content") -> list[Path]:
-    return sorted((path / level / kind).glob("*/output.pkl"))
-
-
-def warm(path: Path) -> None:
-    mcl.cached_jit(model, store=mcl.CacheStore(path))(*ARGS)
-
-
-def fresh_call(path: Path):
-    f = mcl.cached_jit(model, store=mcl.CacheStore(path))
-    out = f(*ARGS)
-    return out, f.last_report
-
+from mlcache_lab.cache.signing import MAGIC
 
 DAMAGES = {
     "truncated": lambda data: data[: len(data) // 2],
@@ -55,49 +41,45 @@ def test_damaged_entry_is_a_miss_and_is_regenerated(tmp_path, level, damage):
         if deeper != level:
             for entry in entries(path, deeper):
                 entry.unlink()
-    out, report = fresh_call(path)
+    with pytest.warns(mcl.CacheWarning, match="refused an entry"):
+        out, report = fresh_call(path)
     np.testing.assert_array_equal(out, EXPECTED)
     assert report.status(level) == "miss", report
-    out, report = fresh_call(path)  # regenerated and written back: now a hit
+    assert "refused" in report.reason(level)
+    assert mcl.CacheStore(path).verify() == []  # regenerated and written back
+    out, report = fresh_call(path)
     np.testing.assert_array_equal(out, EXPECTED)
-    assert report.status(level) == "disk" or level != "compile"
-
-
-def rewrite_entry(entry: Path, **changes) -> None:
-    import joblib
-
-    data = joblib.load(entry)
-    data.update(changes)
-    joblib.dump(data, entry)
+    assert report.status("compile") == "disk"
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "reason"),
     [
-        {"versions": "jax=0.0.1;jaxlib=0.0.1"},
-        {"format": 99},
-        {"key": "0" * 32},
-        {"payload": b"not what was checksummed"},
+        ({"versions": "jax=0.0.1;jaxlib=0.0.1"}, "written by 'jax=0.0.1;jaxlib=0.0.1'"),
+        ({"format": 99}, "entry format 99"),
+        ({"key": "0" * 32}, "another key"),
+        ({"level": "trace"}, "another key"),
     ],
 )
-def test_foreign_entries_are_not_trusted(tmp_path, change):
+def test_foreign_entries_are_not_trusted(tmp_path, change, reason):
     path = tmp_path / "store"
     warm(path)
     for entry in entries(path, "compile"):
-        rewrite_entry(entry, **change)
+        rewrite_entry(entry, **change)  # validly signed: a writer with the key made it
     out, report = fresh_call(path)
     np.testing.assert_array_equal(out, EXPECTED)
     assert report.status("compile") == "miss"
     assert "damaged entry" in report.reason("compile")
+    assert reason in report.reason("compile")
 
 
-def test_executable_for_another_program_is_caught_by_checksum(tmp_path):
+def test_executable_for_another_program_is_caught(tmp_path):
     path = tmp_path / "store"
     warm(path)
     other = tmp_path / "other"
     mcl.cached_jit(lambda w, x: x @ w, store=mcl.CacheStore(other))(*ARGS)
     (mine,), (theirs,) = entries(path, "compile"), entries(other, "compile")
-    mine.write_bytes(theirs.read_bytes())  # a whole, valid entry under the wrong key
+    mine.write_bytes(theirs.read_bytes())  # a whole, signed entry under the wrong key
     out, report = fresh_call(path)
     np.testing.assert_array_equal(out, EXPECTED)
     assert "another key" in report.reason("compile")
@@ -110,17 +92,55 @@ def test_jaxpr_of_an_unknown_codec_version_is_regenerated(tmp_path):
         for entry in entries(path, level):
             entry.unlink()
     (entry,) = entries(path, "trace")
-    import joblib
-
-    from mlcache_lab.cache.store import _checksum
-
-    data = joblib.load(entry)
-    payload = data["payload"][:4] + bytes([200]) + data["payload"][5:]
-    rewrite_entry(entry, payload=payload, sha256=_checksum(payload, data["meta"]))
+    header, payload, meta = read_entry(entry)
+    write_entry(entry, header, payload[:4] + bytes([200]) + payload[5:], meta)
     out, report = fresh_call(path)
     np.testing.assert_array_equal(out, EXPECTED)
     assert report.status("trace") == "miss"
     assert "codec version 200" in report.reason("trace")
+
+
+def test_executable_for_another_device_is_regenerated(tmp_path):
+    path = tmp_path / "store"
+    warm(path)
+    (entry,) = entries(path, "compile")
+    header, payload, meta = read_entry(entry)
+    meta_dict = pickle.loads(meta)
+    meta_dict["runtime"] = "cuda 12.8; NVIDIA H100 80GB HBM3 x8"
+    write_entry(entry, header, payload, pickle.dumps(meta_dict))
+    out, report = fresh_call(path)
+    np.testing.assert_array_equal(out, EXPECTED)
+    assert report.status("compile") == "miss"
+    assert "executable built for 'cuda 12.8; NVIDIA H100" in report.reason("compile")
+    out, report = fresh_call(path)
+    assert report.status("compile") == "disk"
+
+
+def test_damaged_chain_pointer_is_rewritten(tmp_path):
+    path = tmp_path / "store"
+    warm(path)
+    (pointer,) = entries(path, "compile", "chain")
+    pointer.write_bytes(pointer.read_bytes()[:-3] + b"../")
+    with pytest.warns(mcl.CacheWarning, match="refused"):
+        out, report = fresh_call(path)
+    np.testing.assert_array_equal(out, EXPECTED)
+    assert report.status("compile") == "disk"  # found again by content
+    assert mcl.CacheStore(path).verify() == []
+
+
+def test_signed_pointer_to_no_key_is_a_miss(tmp_path):
+    path = tmp_path / "store"
+    warm(path)
+    (pointer,) = entries(path, "compile", "chain")
+    header, _, meta = read_entry(pointer)
+    write_entry(pointer, header, b"../../trace/content/x", meta)  # never a path
+    found = mcl.CacheStore(path).lookup_chain("compile", pointer.parent.name)
+    assert found.status == "miss"
+    assert "chain pointer to no key" in found.reason
+    out, report = fresh_call(path)
+    np.testing.assert_array_equal(out, EXPECTED)
+    assert report.status("compile") == "disk"  # by content, and the pointer is rewritten
+    assert mcl.CacheStore(path).lookup_chain("compile", pointer.parent.name).status == "disk"
 
 
 def test_stats_and_reduce_size(tmp_path):
@@ -137,31 +157,35 @@ def test_stats_and_reduce_size(tmp_path):
     assert after["compile"]["entries"] < 3
 
 
-def test_max_bytes_bounds_the_store(tmp_path):
-    store = mcl.CacheStore(tmp_path / "store", max_bytes=200_000)
-    for k in range(4):
-        mcl.cached_jit(lambda w, x, k=k: jnp.sin(x @ w) + k, store=store)(*ARGS)
-    for level, s in store.stats().items():
-        assert s["bytes"] <= 200_000 // 3 or s["entries"] <= 1, (level, s)
-
-
 def test_clear_empties_the_store(tmp_path):
     store = mcl.CacheStore(tmp_path / "store")
-    mcl.cached_jit(model, store=store)(*ARGS)
+    mcl.cached_jit(lambda w, x: jnp.cos(x @ w), store=store)(*ARGS)
     store.clear()
     assert all(s["entries"] == 0 for s in store.stats().values())
-    f = mcl.cached_jit(model, store=store)
+    f = mcl.cached_jit(lambda w, x: jnp.cos(x @ w), store=store)
     f(*ARGS)
     assert f.last_report.status("compile") == "miss"
 
 
-def test_entries_are_plain_dicts_with_checksums(tmp_path):
+def test_entries_are_signed_frames_with_a_json_header(tmp_path):
     path = tmp_path / "store"
     warm(path)
-    import joblib
-
     (entry,) = entries(path, "compile")
-    data = joblib.load(entry)
-    assert set(data) == {"format", "level", "kind", "key", "versions", "payload", "sha256", "meta"}
-    assert data["level"] == "compile" and data["kind"] == "content"
-    pickle.loads(pickle.loads(data["meta"])["out_tree"])
+    assert entry.read_bytes().startswith(MAGIC)
+    header, payload, meta = read_entry(entry)
+    assert set(header) == {
+        "format",
+        "level",
+        "kind",
+        "key",
+        "versions",
+        "payload_bytes",
+        "meta_bytes",
+    }
+    assert header["level"] == "compile" and header["kind"] == "content"
+    assert header["key"] == entry.parent.name and header["format"] == 2
+    pickle.loads(pickle.loads(meta)["out_tree"])
+    store = mcl.CacheStore(path)
+    assert store.read_payload("compile", entry.parent.name) == payload
+    with pytest.raises(KeyError, match="no entry"):
+        store.read_payload("compile", "0" * 32)
