@@ -78,3 +78,9 @@ def stray_files(path: Path) -> list[str]:
     return [str(p) for p in path.rglob("*.tmp")] + [
         str(p) for p in path.rglob("*") if p.is_file() and ".probe-" in p.name
     ]
+
+
+def assert_regenerated(path: Path, report: Any, level: str) -> None:
+    """The entry this call looked up at ``level`` is whole again: a new store finds it."""
+    found = mcl.CacheStore(path).lookup_chain(level, report.levels[level].key)
+    assert found.status == "disk", (level, found.reason)
