@@ -8,7 +8,8 @@ eviction) with two methods replaced:
   (:func:`~mlcache_lab.cache.signing.seal`), writes a temporary file in the
   item's directory and ``os.replace``-s it onto ``output.pkl``: a reader sees
   the old file or the new one, never half of one, and a writer killed midway
-  leaves only a temporary file that no lookup reads. Errors are raised
+  leaves only a temporary file that no lookup reads (the next write of that
+  item deletes it once it is an hour old). Errors are raised
   (``OSError``), not turned into warnings, so the store can warn once.
 * ``load_item(call_id)`` reads the raw bytes and returns the verified body
   (:func:`~mlcache_lab.cache.signing.unseal`): nothing is unpickled here, and
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from typing import Any
 
@@ -35,6 +37,8 @@ __all__ = ["BACKEND_NAME", "SignedStoreBackend"]
 
 BACKEND_NAME = "mlcache_lab_signed"
 _OUTPUT = "output.pkl"
+# A temporary file older than this is a killed writer's, not one still writing.
+STALE_TEMPORARY_SECONDS = 3600.0
 
 
 class SignedStoreBackend(FileSystemStoreBackend):  # type: ignore[misc]
@@ -82,6 +86,8 @@ class SignedStoreBackend(FileSystemStoreBackend):  # type: ignore[misc]
             with contextlib.suppress(FileExistsError):  # another process made it
                 os.mkdir(path, self.dir_mode)
                 os.chmod(path, self.dir_mode)  # the umask must not change it
+        if not os.path.isdir(location):  # a file where a directory should be
+            raise NotADirectoryError(f"not a directory: {location!r}")
 
     # ----------------------------------------------------------------- items
     def dump_item(self, call_id: list[str], item: bytes, verbose: int = 0) -> None:
@@ -98,10 +104,21 @@ class SignedStoreBackend(FileSystemStoreBackend):  # type: ignore[misc]
             try:
                 self.create_location(item_path)
                 self._publish(os.path.join(item_path, _OUTPUT), data)
-                return
+                break
             except FileNotFoundError:
                 if attempt:  # evicted by another process between mkdir and open, twice
                     raise
+        self._remove_stale_temporaries(item_path)
+
+    def _remove_stale_temporaries(self, item_path: str) -> None:
+        """Delete what writers killed mid-write left here (old enough to be nobody's)."""
+        now = time.time()
+        with contextlib.suppress(OSError), os.scandir(item_path) as it:
+            for entry in it:
+                if entry.name.startswith(_OUTPUT + ".") and entry.name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        if now - entry.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+                            os.unlink(entry.path)
 
     def _publish(self, filename: str, data: bytes) -> None:
         tmp = f"{filename}.{uuid.uuid4().hex}.tmp"

@@ -505,7 +505,9 @@ class CacheStore:
             entries = size = 0
             if self.path is not None:
                 for item in lvl.backend.get_items():
-                    if f"{os.sep}content{os.sep}" in item.path + os.sep:
+                    if f"{os.sep}content{os.sep}" in item.path + os.sep and os.path.exists(
+                        os.path.join(item.path, "output.pkl")
+                    ):  # not an empty directory a failed write left
                         entries += 1
                     size += item.size
             out[name] = {"entries": entries, "bytes": size, **lvl.counts}
