@@ -12,6 +12,8 @@ jaxpr. This module walks, from the function:
 * code from installed packages (site-packages, the standard library) by its
   qualified name and the package version, not its bytecode.
 
+An object may describe itself with a ``__mlcache_fingerprint__()`` method
+returning a string (the cluster programs of a schedule do: their jaxpr text).
 Parameter values never enter: they are arguments, not closed over. What the
 walk cannot vouch for (an object with no ``__dict__`` from outside installed
 packages, a value whose ``repr`` holds a memory address) makes the fingerprint
@@ -114,6 +116,11 @@ class _Walker:
         self._visit_new(obj, where, depth + 1)
 
     def _visit_new(self, obj: Any, where: str, depth: int) -> None:
+        custom = getattr(obj, "__mlcache_fingerprint__", None)
+        if custom is not None and not isinstance(obj, type):
+            # Generated programs (a cluster's jaxpr) say what they are themselves.
+            self.emit("custom", type(obj).__qualname__, custom())
+            return
         if isinstance(obj, types.ModuleType):
             self.emit("module", obj.__name__)
             return

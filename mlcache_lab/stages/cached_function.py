@@ -66,6 +66,7 @@ class CachedFunction:
         donate_argnums: int | Sequence[int] | None,
         compiler_options: Mapping[str, Any] | None,
         lowering_platforms: Sequence[str] | None,
+        device: Any = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"cached_jit expects a callable 'fn'. Got fn={fn!r}.")
@@ -98,6 +99,12 @@ class CachedFunction:
             )
         self._compiler_options = dict(compiler_options) if compiler_options else None
         self._platforms = tuple(lowering_platforms) if lowering_platforms else None
+        if device is not None and not isinstance(device, jax.Device):
+            raise TypeError(
+                f"'device' must be a jax.Device or None. Got device={device!r}; "
+                "pick one from jax.devices()."
+            )
+        self._device = device
         self._fingerprint: Fingerprint | None = None
         self._fast: dict[Any, tuple[pipeline.CompileArtifact, StageReport]] = {}
         self.last_report: StageReport | None = None
@@ -129,6 +136,7 @@ class CachedFunction:
         compiler_options: Any = ...,
         lowering_platforms: Any = ...,
         donate_argnums: Any = ...,
+        device: Any = ...,
     ) -> CachedFunction:
         """The same function and store with another config (``...`` keeps the current one)."""
         return CachedFunction(
@@ -143,6 +151,7 @@ class CachedFunction:
             lowering_platforms=(
                 self._platforms if lowering_platforms is ... else lowering_platforms
             ),
+            device=self._device if device is ... else device,
         )
 
     # ------------------------------------------------------------------ call
@@ -202,7 +211,7 @@ class CachedFunction:
         return {
             "trace": pipeline.trace_config(self.fingerprint.digest, sig, symbolic),
             "lower": pipeline.lower_config(sig, symbolic, platforms),
-            "compile": pipeline.compile_config(sig, options),
+            "compile": pipeline.compile_config(sig, options, self._device),
         }
 
     def _resolve(
@@ -307,7 +316,7 @@ class CachedFunction:
                 platforms,
                 self._fn,
             )
-        return pipeline.run_compile(arts["lower"], sig, options)  # type: ignore[arg-type]
+        return pipeline.run_compile(arts["lower"], sig, options, self._device)  # type: ignore[arg-type]
 
     def _persist(
         self,
@@ -492,6 +501,7 @@ def cached_jit(
     donate_argnums: int | Sequence[int] | None = (),
     compiler_options: Mapping[str, Any] | None = None,
     lowering_platforms: Sequence[str] | None = None,
+    device: Any = None,
 ) -> CachedFunction:
     """Like ``jax.jit(fn)``, with every compilation stage cached in ``store``.
 
@@ -506,6 +516,8 @@ def cached_jit(
       donate_argnums: positions whose buffers the executable may reuse.
       compiler_options: XLA compiler options (compile level).
       lowering_platforms: platforms to lower for (lower level), e.g. ``("cpu",)``.
+      device: the ``jax.Device`` the executable runs on (compile level); default:
+        JAX's default device.
 
     Returns:
       A :class:`CachedFunction`; after each call ``f.last_report`` is a :class:`StageReport`.
@@ -518,4 +530,5 @@ def cached_jit(
         donate_argnums=donate_argnums,
         compiler_options=compiler_options,
         lowering_platforms=lowering_platforms,
+        device=device,
     )

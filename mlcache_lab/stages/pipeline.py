@@ -30,6 +30,7 @@ from jax._src import config as jax_config
 from jax._src import core
 from jax.experimental import serialize_executable
 from jax.extend import backend as jex_backend
+from jax.sharding import SingleDeviceSharding
 
 from ..cache.jaxpr_codec import (
     CODEC_VERSION,
@@ -194,18 +195,21 @@ def lower_config(
     )
 
 
-def compile_config(sig: Signature, compiler_options: Mapping[str, Any] | None) -> KeyComponents:
+def compile_config(
+    sig: Signature, compiler_options: Mapping[str, Any] | None, device: Any = None
+) -> KeyComponents:
     """Everything that can change the executable given the StableHLO, by name."""
-    device = jax.devices()[0]
+    default = jax.devices()[0]
     backend = jex_backend.get_backend()
     options = ";".join(f"{k}={v!r}" for k, v in sorted((compiler_options or {}).items()))
     return KeyComponents(
         "compile",
         {
             "compiler_options": options,
+            "device": "default" if device is None else f"{device.platform}:{device.id}",
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "backend": f"{backend.platform} {backend.platform_version}",
-            "device_kind": f"{device.device_kind} x{len(jax.devices())}",
+            "device_kind": f"{(device or default).device_kind} x{len(jax.devices())}",
             "concrete_inputs": sig.describe(False),
             "donate": ",".join(map(str, sig.flat_donate)),
             "jaxlib": jaxlib.__version__,
@@ -239,8 +243,13 @@ def run_trace(
 ) -> TraceArtifact:
     """Trace ``fn`` at the signature's abstract inputs."""
     specs = sig.specs(symbolic)
-    traced = call_with_leaves(jax.jit(fn, static_argnums=static_argnums).trace, sig, specs)
-    closed = canonical_jaxpr(traced.jaxpr)
+    given = getattr(fn, "__mlcache_jaxpr__", None)
+    if given is not None:  # a program already traced (a cluster): no tracing to do
+        closed = canonical_jaxpr(given)
+        out_tree = jax.tree_util.tree_structure([0] * len(closed.out_avals))
+    else:
+        traced = call_with_leaves(jax.jit(fn, static_argnums=static_argnums).trace, sig, specs)
+        closed, out_tree = canonical_jaxpr(traced.jaxpr), traced.out_tree
     if len(closed.in_avals) != len(specs):
         raise AssertionError(f"traced {len(closed.in_avals)} inputs for {len(specs)} leaves")
     try:
@@ -248,7 +257,7 @@ def run_trace(
         note = ""
     except JaxprCodecError as err:
         encoded, note = None, f"jaxpr kept in memory only: {err}"
-    return TraceArtifact(closed, traced.out_tree, encoded, note)
+    return TraceArtifact(closed, out_tree, encoded, note)
 
 
 def run_lower(
@@ -279,11 +288,18 @@ def run_lower(
 
 
 def run_compile(
-    art: LowerArtifact, sig: Signature, compiler_options: Mapping[str, Any] | None
+    art: LowerArtifact,
+    sig: Signature,
+    compiler_options: Mapping[str, Any] | None,
+    device: Any = None,
 ) -> CompileArtifact:
     """Compile the StableHLO at the call's concrete shapes; serialize the executable."""
     concrete = sig.specs(False)
-    jitted = jax.jit(art.exported.call, donate_argnums=sig.flat_donate)
+    placement: dict[str, Any] = {}
+    if device is not None:  # an executable runs on the device it was compiled for
+        sharding = SingleDeviceSharding(device)
+        placement = {"in_shardings": sharding, "out_shardings": sharding}
+    jitted = jax.jit(art.exported.call, donate_argnums=sig.flat_donate, **placement)
     compiled = (
         jitted.trace(*concrete)
         .lower()

@@ -200,3 +200,39 @@ def test_store_stats_count_entries_and_hits(store, mlp_args):
         assert stats[level]["entries"] == 1
         assert stats[level]["bytes"] > 0
         assert stats[level]["miss"] >= 1
+
+
+def test_device_option_places_the_executable(store):
+    device = jax.devices()[-1]
+    f = mcl.cached_jit(lambda x: x * 2, store=store, device=device)
+    out = f(jax.device_put(jnp.arange(3.0), device))
+    assert list(out.devices()) == [device]
+    assert f.last_report.status("compile") == "miss"
+    with pytest.raises(TypeError, match=r"'device' must be a jax.Device or None"):
+        mcl.cached_jit(lambda x: x, device="cpu:0")
+
+
+class JaxprProgram:
+    """A program given as a jaxpr: the trace stage takes it as traced."""
+
+    def __init__(self, closed):
+        self.__mlcache_jaxpr__ = closed
+        self.__qualname__ = "JaxprProgram"
+
+    def __mlcache_fingerprint__(self):
+        return str(self.__mlcache_jaxpr__)
+
+    def __call__(self, *leaves):
+        from jax.extend.core import jaxpr_as_fun
+
+        return jaxpr_as_fun(self.__mlcache_jaxpr__)(*leaves)
+
+
+def test_a_given_jaxpr_is_cached_without_tracing(store):
+    closed = jax.make_jaxpr(lambda x: jnp.sin(x) * 2)(jnp.ones(3))
+    f = mcl.cached_jit(JaxprProgram(closed), store=store)
+    np.testing.assert_allclose(f(jnp.arange(3.0))[0], jnp.sin(jnp.arange(3.0)) * 2, rtol=1e-6)
+    other = jax.make_jaxpr(lambda x: jnp.cos(x) * 2)(jnp.ones(3))
+    g = mcl.cached_jit(JaxprProgram(other), store=store)
+    np.testing.assert_allclose(g(jnp.arange(3.0))[0], jnp.cos(jnp.arange(3.0)) * 2, rtol=1e-6)
+    assert g.last_report.status("trace") == "miss"  # another program: another fingerprint
