@@ -41,6 +41,15 @@ The key is kept outside the store (``$MLCACHE_LAB_KEY_FILE``, else
 make entries this process loads, so it decides who is trusted. A store several
 users write is opt-in: ``CacheStore(path, shared=True, key_file=...)``.
 
+``levels`` says which levels the store caches (all three by default). A level
+that is off is never looked up, written or kept in memory: it runs on every
+call that is not served by the caller's fast path, and (see
+:mod:`mlcache_lab.stages.cached_function`) no level after it is found by chain
+key, only by content. ``CacheStore(path, levels=("compile",))`` is therefore
+JAX's persistent compilation cache: every new process traces and lowers again,
+then finds the executable by the hash of its StableHLO and compile config.
+Ablation studies use it to measure what each level adds.
+
 ``max_bytes`` bounds the store: after each write, joblib's ``reduce_size``
 evicts the least recently used entries of each level (a hit touches its
 file's access time). An in-process layer (a dict per level) sits in front of
@@ -58,6 +67,7 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +186,11 @@ class CacheStore:
       key_file: where the HMAC key is (created, mode 0600, if missing). The
         default is ``$MLCACHE_LAB_KEY_FILE``, else
         ``~/.config/mlcache_lab/hmac.key``. It must be outside the store.
+      levels: the levels this store caches, a subset of ``("trace", "lower",
+        "compile")`` (default: all). The others always run, and nothing after
+        an uncached level is found by chain key: ``levels=("compile",)``
+        behaves like JAX's persistent compilation cache, ``levels=()`` caches
+        nothing across calls of different functions or processes.
 
     A path that cannot be written, or a key that cannot be read, gives one
     :class:`CacheWarning`; the store then behaves as an in-process store.
@@ -190,6 +205,7 @@ class CacheStore:
         max_bytes: int | None = None,
         shared: bool = False,
         key_file: str | os.PathLike[str] | None = None,
+        levels: Sequence[str] = LEVELS,
     ) -> None:
         if path is _DEFAULT:
             path = os.environ.get("MLCACHE_LAB_DIR") or "~/.cache/mlcache_lab"
@@ -212,6 +228,7 @@ class CacheStore:
             )
         if shared and key_file is None and not os.environ.get(KEY_FILE_ENV):
             raise ValueError(_SHARED_NEEDS_KEY.replace("${env}", KEY_FILE_ENV))
+        self.levels: tuple[str, ...] = _check_levels(levels)
         self.max_bytes = max_bytes
         self.shared = shared
         self._lock = threading.Lock()
@@ -245,8 +262,16 @@ class CacheStore:
             self._levels = {name: _Level(name, None, {}) for name in LEVELS}
 
     def __repr__(self) -> str:
-        where = "in-memory" if self.path is None else str(self.path)
-        return f"CacheStore({where!r})" if self.path else "CacheStore(None)"
+        where = repr(str(self.path)) if self.path else "None"
+        extra = "" if self.levels == LEVELS else f", levels={self.levels!r}"
+        return f"CacheStore({where}{extra})"
+
+    def caches(self, level: str) -> bool:
+        """Whether this store caches ``level`` (see ``levels``)."""
+        return level in self.levels
+
+    def _off(self, level: str) -> str:
+        return f"the {level} level is off in this store (levels={self.levels!r}): it always runs"
 
     @property
     def on_disk(self) -> bool:
@@ -317,6 +342,8 @@ class CacheStore:
     def lookup_chain(self, level: str, chain_key: str) -> Lookup:
         """Find ``level``'s artifact by chain key: memory, then disk."""
         lvl = self._levels[level]
+        if level not in self.levels:
+            return self._miss(lvl, self._off(level))
         content = lvl.pointers.get(chain_key)
         if content is not None and content in lvl.objects:
             return self._hit_memory(lvl, content, "chain key")
@@ -339,6 +366,8 @@ class CacheStore:
     def lookup_content(self, level: str, content_key: str, *, _count: bool = True) -> Lookup:
         """Find ``level``'s artifact by content key: memory, then disk."""
         lvl = self._levels[level]
+        if level not in self.levels:
+            return self._miss(lvl, self._off(level), count=_count)
         if content_key in lvl.objects:
             return self._hit_memory(lvl, content_key, "content key", count=_count)
         if self.path is None:
@@ -427,7 +456,9 @@ class CacheStore:
         meta: dict[str, Any],
         chain_key: str | None = None,
     ) -> None:
-        """Keep ``obj`` (the live artifact) in this process."""
+        """Keep ``obj`` (the live artifact) in this process (not for a level that is off)."""
+        if level not in self.levels:
+            return
         lvl = self._levels[level]
         lvl.objects[content_key] = (obj, dict(meta))
         if chain_key is not None:
@@ -442,8 +473,11 @@ class CacheStore:
         chain_key: str | None = None,
         duration: float = 0.0,
     ) -> None:
-        """Persist an artifact under its content key (``payload=None``: pointer only)."""
-        if self.path is None:
+        """Persist an artifact under its content key (``payload=None``: pointer only).
+
+        Nothing is written for a level that is off.
+        """
+        if self.path is None or level not in self.levels:
             return
         lvl = self._levels[level]
         if payload is not None:
@@ -478,6 +512,8 @@ class CacheStore:
     # ------------------------------------------------------- explain records
     def last_components(self, level: str, function_id: str) -> dict[str, str] | None:
         """The chain components last written for ``function_id`` at ``level``."""
+        if level not in self.levels:
+            return None
         lvl = self._levels[level]
         function_id = digest("explain", function_id)
         mem = lvl.objects.get(f"explain:{function_id}")
@@ -491,6 +527,8 @@ class CacheStore:
         return dict(found["meta"])
 
     def record_components(self, level: str, function_id: str, components: dict[str, str]) -> None:
+        if level not in self.levels:
+            return
         lvl = self._levels[level]
         function_id = digest("explain", function_id)
         lvl.objects[f"explain:{function_id}"] = (dict(components), {})
@@ -534,6 +572,22 @@ class CacheStore:
         for lvl in self._levels.values():
             lvl.objects.clear()
             lvl.pointers.clear()
+
+
+def _check_levels(levels: Any) -> tuple[str, ...]:
+    """``levels`` as a tuple in pipeline order, or a ValueError that shows the fix."""
+    if isinstance(levels, str) or not isinstance(levels, Sequence | set | frozenset):
+        raise TypeError(
+            f"'levels' must be a sequence of level names from {LEVELS}. Got levels={levels!r}; "
+            f"write e.g. levels=('compile',) for a cache like JAX's persistent cache."
+        )
+    unknown = [lvl for lvl in levels if lvl not in LEVELS]
+    if unknown:
+        raise ValueError(
+            f"Valid options for 'levels' are subsets of {LEVELS}. Got levels={tuple(levels)!r} "
+            f"instead (unknown: {unknown})."
+        )
+    return tuple(lvl for lvl in LEVELS if lvl in levels)
 
 
 # ------------------------------------------------------------ the entry body

@@ -30,6 +30,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax._src import config as jax_config
 from jax._src.array import ArrayImpl
 
 from ..cache.fingerprint import Fingerprint, fingerprint_function
@@ -238,11 +239,24 @@ class CachedFunction:
         reasons: dict[str, str] = {}
         reliable = self.fingerprint.reliable
         first = start = len(arts)  # levels already given are not looked up again
+        store = self.store
+        # A level is found by chain key only when it and every level before it
+        # are cached: nothing bypasses a level the store has turned off.
+        chained = 0
+        while chained < len(LEVELS) and store.caches(LEVELS[chained]):
+            chained += 1
 
         # Deepest valid chain entry first: it bypasses everything before it.
         if reliable:
             for i in reversed(range(first, len(wanted))):
                 level = wanted[i]
+                if i >= chained:
+                    reasons[level] = _not_chained(store, level)
+                    if store.caches(level):  # on a content miss, still say what changed
+                        why = self._explain(level, configs, chain, "no entry")
+                        reasons[level] = f"{why} ({reasons[level]})"
+                    report.levels[level] = LevelReport("miss", 0.0, chain[level], reasons[level])
+                    continue
                 t0 = time.perf_counter()
                 found = self.store.lookup_chain(level, chain[level])
                 art = self._materialize(level, found)
@@ -279,14 +293,21 @@ class CachedFunction:
                 if art is not None:
                     status = found.status
                     reason = f"found by content: the {LEVELS[i - 1]} artifact is unchanged"
-                    if reliable:
+                    if reliable and i < chained:
                         self.store.write(level, ckey, None, {}, chain_key=chain[level])
                         self.store.remember(level, ckey, art, art.meta(), chain[level])
             note = ""
             if art is None:
                 art = self._run_level(level, sig, arts, platforms, options)
                 note = getattr(art, "note", "")
-                self._persist(level, art, ckey, chain[level], reliable, time.perf_counter() - t0)
+                self._persist(
+                    level,
+                    art,
+                    ckey,
+                    chain[level],
+                    reliable and i < chained,
+                    time.perf_counter() - t0,
+                )
             if reliable:
                 self.store.record_components(
                     level, self._function_id, self._components(level, configs, chain)
@@ -309,13 +330,18 @@ class CachedFunction:
         if level == "trace":
             return pipeline.run_trace(self._fn, sig, self._static, symbolic)
         if level == "lower":
-            return pipeline.run_lower(
-                arts["trace"],  # type: ignore[arg-type]
-                sig,
-                symbolic,
-                platforms,
-                self._fn,
-            )
+            # Source locations would be the stack of *this* call (the jaxpr is re-bound
+            # here), so the same jaxpr would lower to different bytes from different
+            # callers and miss by content. Without them (name stacks stay) lowering is
+            # deterministic, as JAX's own cache key is (it strips debug info).
+            with jax_config.traceback_in_locations_limit(0):
+                return pipeline.run_lower(
+                    arts["trace"],  # type: ignore[arg-type]
+                    sig,
+                    symbolic,
+                    platforms,
+                    self._fn,
+                )
         return pipeline.run_compile(arts["lower"], sig, options, self._device)  # type: ignore[arg-type]
 
     def _persist(
@@ -383,6 +409,15 @@ class CachedFunction:
             return lookup_reason
         old = self.store.last_components(level, self._function_id)
         return explain_change(old, self._components(level, configs, chain))
+
+
+def _not_chained(store: CacheStore, level: str) -> str:
+    """Why ``level`` was not looked up by chain key: it, or a level before it, is not cached."""
+    if not store.caches(level):
+        return f"the {level} level is off in this store (levels={store.levels!r}): it always runs"
+    off = [lvl for lvl in LEVELS[: LEVELS.index(level)] if not store.caches(lvl)]
+    names = " and ".join(off) + (" levels before it are" if len(off) > 1 else " level before it is")
+    return f"not looked up by chain key: the {names} off; by content only"
 
 
 def _leaf_key(leaf: Any) -> Any:
