@@ -6,6 +6,12 @@ groups the equations into batched clusters (each sample independent: the
 cluster can run on any slice of the batch) and non-batched clusters (batch
 invariant work, or work that mixes samples), with dependencies and an
 execution queue.
+
+The function is traced with a symbolic batch dimension ``B`` when it allows it
+(``ClusterGraph.symbolic``): the graph and every cluster (``Cluster.exported``,
+``Cluster.run``) then hold for every batch size. Otherwise it is traced at the
+example batch size, ``ClusterGraph.symbolic_reason`` says why, and
+``ClusterGraph.at_batch_size(n)`` re-partitions it at another size.
 """
 
 from .analysis import JaxprAnalysis as JaxprAnalysis

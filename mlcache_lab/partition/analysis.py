@@ -17,6 +17,12 @@ batch axis; if an earlier equation already read it without one, the pass starts
 again with the variable's axis fixed from the start. Each restart fixes one more
 variable, so the pass ends; in practice promoted values (broadcast constants)
 are read right after they are made and no restart happens.
+
+In a graph traced with the symbolic batch dimension ``B`` (see :mod:`.dims`)
+one more fact is checked: a batched equation carries ``B`` on the batch axes
+of its operands and outputs and nowhere else. A value such as ``x @ x.T``
+(``[B, B]``) read per sample, or a ``[B, d, B]`` broadcast, would need the
+whole batch's size inside a chunk; the equation is labelled ``mixes``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from typing import Literal as TypingLiteral
 
 from jax.extend.core import Jaxpr, JaxprEqn, Literal, Var
 
-from .rules import Axis, RuleResult, ndim, rule_for
+from .dims import is_batch_dim, is_symbolic, shape_text
+from .rules import Axis, RuleResult, ndim, rule_for, shape
 
 __all__ = ["Axis", "JaxprAnalysis", "Label", "analyze"]
 
@@ -205,6 +212,10 @@ def _forward(
                     promote(atom, axis)
             in_ax = tuple(None if isinstance(v, Literal) else axes[v] for v in eqn.invars)
             if res.mixes is None:
+                stray = _stray_batch_size(eqn, in_ax, res.out_axes)
+                if stray is not None:
+                    res = RuleResult(res.out_axes, stray, inner=res.inner)
+            if res.mixes is None:
                 label = Label(
                     "batched",
                     "batched",
@@ -239,6 +250,28 @@ def _forward(
         if not isinstance(atom, Literal) and axes[atom] is None:
             promote(atom, axis)
     return JaxprAnalysis(jaxpr, axes, labels)
+
+
+def _stray_batch_size(eqn: JaxprEqn, in_ax: Sequence[Axis], out_ax: Sequence[Axis]) -> str | None:
+    """Why a batched equation of a symbolic graph cannot run on a chunk, or ``None``.
+
+    Run on ``n`` samples, its export gives ``B = n`` everywhere: only dimensions
+    that are exactly ``B`` and sit on batch axes shrink with the chunk. A concrete
+    graph has no symbolic dimension and always passes.
+    """
+    for what, atoms, axes in (("operand", eqn.invars, in_ax), ("output", eqn.outvars, out_ax)):
+        for k, (atom, a) in enumerate(zip(atoms, axes, strict=True)):
+            dims = shape(atom)
+            if all(type(d) is int for d in dims):
+                continue
+            for i, d in enumerate(dims):
+                if is_symbolic(d) and (i != a or not is_batch_dim(d)):
+                    where = "no batch axis" if a is None else f"batch axis {a}"
+                    return (
+                        f"{eqn.primitive.name} {what} {k} has size {d} on axis {i} (shape "
+                        f"{shape_text(dims)}, {where}): a chunk would need the whole batch"
+                    )
+    return None
 
 
 def _remakeable(eqn: JaxprEqn, label: Label) -> bool:

@@ -1,9 +1,20 @@
-"""``partition(fn, *example_args, batch_axes=...)``: trace, inline, analyse, cluster."""
+"""``partition(fn, *example_args, batch_axes=...)``: trace, inline, analyse, cluster.
+
+Tracing is symbolic in the batch when it can be: every batched argument's
+batch dimension becomes the symbolic ``B`` (``jax.export`` shape
+polymorphism), so the graph, and each cluster's export, holds for every batch
+size. A function that is not polymorphic in the batch (it hardcodes the batch
+size: ``x.reshape(4, 15)``, ``jnp.ones((4, 3)) + x``, ``jnp.arange(4)``; branches
+on it: ``if x.shape[0] > 2``; or uses a primitive whose shape rule needs a
+concrete size) fails to trace that way; it is then traced at the example
+batch size, and the graph says so (:attr:`ClusterGraph.symbolic` is ``False``,
+:attr:`ClusterGraph.symbolic_reason` gives the error).
+"""
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -13,10 +24,11 @@ from jax.extend.core import ClosedJaxpr, Literal, Var
 from .analysis import Axis, JaxprAnalysis, analyze
 from .cluster import build_clusters
 from .clustering import ClusterPlan, grow_clusters
+from .dims import BATCH_DIM, batch_dim, pinned_batch_size
 from .graph import ClusterGraph
 from .inline import inline_calls
 
-__all__ = ["cluster_plan", "partition"]
+__all__ = ["BATCH_DIM", "arg_specs", "cluster_plan", "partition", "trace"]
 
 BATCH_AXES_STRUCTURE = (
     "batch_axes must be an int, None, or a tuple with one entry per positional argument, each "
@@ -51,6 +63,15 @@ NON_ARRAY_ARGUMENT = (
 NON_ARRAY_OUTPUT = (
     "fn must return a pytree of arrays. Got output {path} of type {type_name}. Fix: return "
     "only arrays (drop non-array values, or return them from another function)."
+)
+NOT_POLYMORPHIC = (
+    "partition(..., symbolic=True) needs fn to trace with a symbolic batch dimension B, and it "
+    "does not: {why}. Fix: derive batch-sized shapes from the inputs (x.shape[0], not 4), or "
+    "pass symbolic=None to fall back to tracing at the example batch size."
+)
+BAD_SYMBOLIC = (
+    "symbolic must be None (symbolic if fn allows it, else concrete), True or False. "
+    "Got symbolic={value!r}. Fix: leave it out."
 )
 BAD_MIN_CLUSTER_SIZE = (
     "min_cluster_size must be an int >= 1. Got min_cluster_size={value!r}. Fix: 1 disables "
@@ -128,8 +149,34 @@ def normalize_batch_axes(args: tuple[Any, ...], batch_axes: Any) -> tuple[list[A
     return axes, size
 
 
-def trace(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[ClosedJaxpr, Any, Any]:
-    """``fn``'s jaxpr (calls inlined) on flat arguments, with in/out trees."""
+def _spec(x: Any) -> jax.ShapeDtypeStruct:
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    aval = jax.typeof(x)
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
+
+
+def arg_specs(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with every leaf replaced by its ``jax.ShapeDtypeStruct``."""
+    return jax.tree.map(_spec, args)
+
+
+def trace(
+    fn: Callable[..., Any], args: tuple[Any, ...], in_axes: Sequence[Axis] | None = None
+) -> tuple[ClosedJaxpr, Any, Any]:
+    """``fn``'s jaxpr (calls inlined) on flat arguments, with in/out trees.
+
+    ``args`` are arrays or ``jax.ShapeDtypeStruct`` s; only shapes and dtypes
+    are used. With ``in_axes`` (one entry per leaf), every batched dimension is
+    the one symbolic dimension ``B`` (``jax.export`` shape polymorphism): the
+    jaxpr holds for any batch size, and no other dimension can be mistaken for
+    the batch because it happens to have the same size. Without, the jaxpr has
+    the arguments' concrete shapes.
+
+    Raises:
+      whatever ``fn`` raises while tracing; symbolically, typically
+      ``InconclusiveDimensionOperation`` or a shape ``TypeError``.
+    """
     leaves, in_tree = jax.tree.flatten(args)
     out_tree_box: list[Any] = []
 
@@ -146,7 +193,18 @@ def trace(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[ClosedJaxpr, A
         out_tree_box.append(out_tree)
         return out_leaves
 
-    closed = jax.make_jaxpr(flat_fn)(*leaves)
+    specs = [_spec(x) for x in leaves]
+    if in_axes is not None:
+        batch = batch_dim()
+        specs = [
+            s
+            if a is None
+            else jax.ShapeDtypeStruct(
+                (*s.shape[:a], batch, *s.shape[a + 1 :]), s.dtype, weak_type=s.weak_type
+            )
+            for s, a in zip(specs, in_axes, strict=True)
+        ]
+    closed = jax.make_jaxpr(flat_fn)(*specs)
     return inline_calls(closed), in_tree, out_tree_box[0]
 
 
@@ -172,28 +230,36 @@ def partition(
     *example_args: Any,
     batch_axes: Any = 0,
     min_cluster_size: int = 1,
+    symbolic: bool | None = None,
 ) -> ClusterGraph:
     """Partition ``fn``'s jaxpr into batched and non-batched clusters.
 
     Args:
       fn: a function of pytrees of arrays returning a pytree of arrays, as for
         ``jax.jit`` (static arguments are not supported: close over them).
-      *example_args: arguments to trace ``fn`` with; the batch needs >= 2 samples.
+      *example_args: arguments to trace ``fn`` with (only their shapes and
+        dtypes are used); the batch needs >= 2 samples.
       batch_axes: ``jax.vmap``'s ``in_axes`` convention: an int or ``None`` for
         every argument, or a tuple with one entry per argument, each an int,
         ``None`` or a pytree prefix of that argument. Negative axes count from
         the end. Default ``0``.
       min_cluster_size: clusters smaller than this merge into a neighbour where
         that keeps the graph acyclic (an ablation knob; 1 disables merging).
+      symbolic: ``None`` (default): trace with the symbolic batch dimension
+        ``B`` and, if ``fn`` does not allow it, fall back to the example batch
+        size (see the module docstring). ``True``: symbolic or a ``ValueError``.
+        ``False``: concrete.
 
     Returns:
-      the :class:`ClusterGraph`.
+      the :class:`ClusterGraph`. When symbolic, it and its clusters run at any
+      batch size; when concrete, at the example batch size, and
+      :meth:`ClusterGraph.at_batch_size` re-partitions ``fn`` at another.
 
     Raises:
       ValueError: ``batch_axes`` does not match the arguments, an axis is out of
         range, batched arguments disagree on the batch size, the batch has one
-        sample, an argument or output is not an array, or ``min_cluster_size``
-        is not a positive int.
+        sample, an argument or output is not an array, ``min_cluster_size`` is
+        not a positive int, or ``symbolic=True`` and ``fn`` is not polymorphic.
     """
     if (
         not isinstance(min_cluster_size, int)
@@ -201,8 +267,52 @@ def partition(
         or (min_cluster_size < 1)
     ):
         raise ValueError(BAD_MIN_CLUSTER_SIZE.format(value=min_cluster_size))
+    if symbolic not in (None, True, False):
+        raise ValueError(BAD_SYMBOLIC.format(value=symbolic))
     in_axes, batch_size = normalize_batch_axes(example_args, batch_axes)
-    closed, in_tree, out_tree = trace(fn, example_args)
+    return build_graph(fn, arg_specs(example_args), in_axes, batch_size, min_cluster_size, symbolic)
+
+
+def _why(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    text = f"{type(err).__name__}: {lines[0] if lines else ''}".strip()
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+def build_graph(
+    fn: Callable[..., Any],
+    specs: tuple[Any, ...],
+    in_axes: Sequence[Axis],
+    batch_size: int,
+    min_cluster_size: int = 1,
+    symbolic: bool | None = None,
+) -> ClusterGraph:
+    """:func:`partition` on argument specs whose batch axes and size are already known.
+
+    Any exception while tracing symbolically means "not polymorphic in the
+    batch": a function with a genuine bug fails the concrete trace too, and
+    that error is the one raised. A symbolic trace that went through but
+    assumed one batch size (a ``reshape`` to hardcoded sizes, see
+    :func:`.dims.pinned_batch_size`) falls back too.
+    """
+    reason = "partition(..., symbolic=False) asked for a concrete trace"
+    traced = None
+    if symbolic is not False:
+        try:
+            traced = trace(fn, specs, in_axes)
+            reason = ""
+        except Exception as err:
+            if symbolic:
+                raise ValueError(NOT_POLYMORPHIC.format(why=_why(err))) from err
+            reason = f"tracing with a symbolic batch dimension B failed: {_why(err)}"
+        pinned = None if traced is None else pinned_batch_size(traced[0].jaxpr)
+        if pinned is not None:
+            if symbolic:
+                raise ValueError(NOT_POLYMORPHIC.format(why=pinned))
+            traced, reason = None, f"the symbolic trace pins the batch size: {pinned}"
+    if traced is None:
+        traced = trace(fn, specs)
+    closed, in_tree, out_tree = traced
     analysis = analyze(closed.jaxpr, in_axes, const_axes=[None] * len(closed.jaxpr.constvars))
     plan = cluster_plan(closed, analysis, min_cluster_size)
     clusters = build_clusters(closed, analysis, plan, batch_size)
@@ -219,4 +329,9 @@ def partition(
         min_cluster_size=min_cluster_size,
         name=getattr(fn, "__name__", type(fn).__name__),
         analysis=analysis,
+        symbolic=not reason,
+        symbolic_reason=reason,
+        fn=fn,
+        arg_specs=specs,
+        declared_batch_axes=tuple(in_axes),
     )

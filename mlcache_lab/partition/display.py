@@ -1,6 +1,9 @@
 """Text and Graphviz views of a :class:`ClusterGraph`; display never raises.
 
 In a notebook the graph shows itself as SVG rendered by Graphviz's ``dot``.
+Edges are labelled with the shapes they carry, the batch dimension shown as
+``B`` (a symbolic graph's shapes have it already; a concrete graph's batch axes
+are written as ``B`` too), so a picture reads the same at every batch size.
 When ``dot`` is missing or fails, the display warns (:class:`DisplayWarning`)
 and shows the DOT source with a one-line hint to install Graphviz, and the
 plain-text summary.
@@ -11,6 +14,8 @@ from __future__ import annotations
 import html as html_lib
 import warnings
 from typing import TYPE_CHECKING, Any
+
+from .dims import format_shape
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -24,6 +29,7 @@ INSTALL_HINT = (
 )
 COLORS = {"batched": "#b7e1cd", "invariant": "#e0e0e0", "mixes": "#f9cb9c"}
 MAX_LISTED = 30
+MAX_EDGE_SHAPES = 3
 
 
 class DisplayWarning(UserWarning):
@@ -37,14 +43,19 @@ def _main_primitives(cluster: Cluster, k: int = 3) -> str:
 def summary(graph: ClusterGraph) -> str:
     """A readable multi-line summary: clusters, kinds, sizes, main primitives."""
     counts = graph.counts()
-    head = (
-        f"ClusterGraph({graph.name}: {len(graph.labels)} equations, batch size "
-        f"{graph.batch_size}, {len(graph.clusters)} clusters: "
-        + ", ".join(f"{n} {k}" for k, n in counts.items())
-        + ")"
+    batch = (
+        f"symbolic batch B (example {graph.batch_size})"
+        if graph.symbolic
+        else f"concrete at batch size {graph.batch_size}"
     )
-    lines = [
-        head,
+    head = (
+        f"ClusterGraph({graph.name}: {len(graph.labels)} equations, {batch}, "
+        f"{len(graph.clusters)} clusters: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ")"
+    )
+    lines = [head]
+    if not graph.symbolic:
+        lines.append(f"  not symbolic: {graph.symbolic_reason}")
+    lines += [
         "  queue: "
         + " -> ".join(map(str, graph.queue[:MAX_LISTED]))
         + (" ..." if len(graph.queue) > MAX_LISTED else ""),
@@ -52,6 +63,8 @@ def summary(graph: ClusterGraph) -> str:
     for cid in graph.queue[:MAX_LISTED]:
         c = graph.clusters[cid]
         detail = _main_primitives(c) if c.category != "mixes" else c.reason
+        if c.needs_batch_size:
+            detail += "  (needs B)"
         lines.append(
             f"  #{c.id:<3} {c.category:<9} {len(c):>5} eqns  "
             f"{len(c.inputs)} in / {len(c.outputs)} out  {detail}"
@@ -82,10 +95,24 @@ def to_dot(graph: ClusterGraph) -> Any:
         label = f"#{c.id} {c.category}\n{len(c)} eqns: {_main_primitives(c)}"
         if c.category == "mixes":
             label += "\n" + c.reason.removeprefix("mixes: ")[:60]
+        if c.needs_batch_size:
+            label += "\nneeds B"
         dot.node(f"c{c.id}", label, fillcolor=COLORS.get(c.category, "white"))
     for a, b in graph.dependencies:
-        dot.edge(f"c{a}", f"c{b}")
+        dot.edge(f"c{a}", f"c{b}", label=edge_label(graph, a, b))
     return dot
+
+
+def edge_label(graph: ClusterGraph, producer: int, consumer: int) -> str:
+    """The shapes cluster ``producer`` hands to ``consumer``: ``f32[B,4]\nf32[4]``."""
+    made = set(graph.clusters[producer].outputs)
+    shapes = [
+        format_shape(v.aval, None if graph.symbolic else graph.analysis.axes.get(v))
+        for v in graph.clusters[consumer].inputs
+        if v in made
+    ]
+    more = len(shapes) - MAX_EDGE_SHAPES
+    return "\n".join(shapes[:MAX_EDGE_SHAPES] + ([f"+{more} more"] if more > 0 else []))
 
 
 def _fallback(graph: ClusterGraph, error: BaseException) -> str:

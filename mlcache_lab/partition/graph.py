@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -12,19 +13,38 @@ from jax.tree_util import PyTreeDef
 
 from .analysis import Axis, JaxprAnalysis, Label
 from .cluster import Cluster
+from .dims import is_symbolic, shape_text
 
 __all__ = ["ClusterGraph"]
 
 WRONG_ARGS = (
     "ClusterGraph.run expects arguments like the example arguments of partition(): "
-    "{what}. Got {got}, expected {expected}. Fix: pass arrays of the analysed shapes "
-    "(run batched clusters on other batch sizes with Cluster.run)."
+    "{what}. Got {got}, expected {expected}. Fix: pass arrays of the analysed shapes (any "
+    "batch size for a symbolic graph; see ClusterGraph.at_batch_size for a concrete one)."
+)
+CONCRETE_GRAPH = (
+    "This ClusterGraph was traced at batch size {size} only ({reason}). Got batch size {got}. "
+    "Fix: run graph.at_batch_size({got}), which re-partitions the function at that size, or "
+    "make the function polymorphic in the batch so that partition() traces it symbolically."
+)
+BAD_BATCH_SIZE = "batch_size must be an int >= 1. Got batch_size={value!r}. Fix: e.g. 8."
+STRUCTURE_DIFFERS = (
+    "Re-partitioning {name} at batch size {size} gave another clustering than at batch size "
+    "{base}: {what}. The concrete graphs cannot stand in for each other. Fix: make the "
+    "function polymorphic in the batch (why it is not: {reason}), or partition it at batch "
+    "size {size} directly."
 )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ClusterGraph:
     """Batched and non-batched clusters of a function's jaxpr (see :func:`partition`).
+
+    A *symbolic* graph is traced with the symbolic batch dimension ``B``: it,
+    and every cluster, runs at any batch size. A *concrete* graph (the fallback
+    for a function that is not polymorphic in the batch) runs at
+    :attr:`batch_size` only; :meth:`at_batch_size` gives the same partition at
+    another size by tracing :attr:`fn` again.
 
     Attributes:
       jaxpr: the analysed ``ClosedJaxpr``, calls inlined; ``labels[i]`` and the
@@ -42,6 +62,13 @@ class ClusterGraph:
       min_cluster_size: the merging threshold used.
       name: the function's name.
       analysis: the full batch analysis (axis of every variable).
+      symbolic: whether :attr:`jaxpr` has the symbolic batch dimension ``B``.
+      symbolic_reason: ``""`` for a symbolic graph; otherwise why it is
+        concrete (the error tracing with ``B`` raised, or ``symbolic=False``).
+      fn: the partitioned function.
+      arg_specs: the example arguments as ``jax.ShapeDtypeStruct`` s (a pytree).
+      declared_batch_axes: batch axis of each flattened argument as given
+        (before promotion).
     """
 
     jaxpr: ClosedJaxpr
@@ -56,12 +83,24 @@ class ClusterGraph:
     min_cluster_size: int
     name: str
     analysis: JaxprAnalysis = dataclasses.field(repr=False)
+    symbolic: bool = True
+    symbolic_reason: str = ""
+    fn: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
+    arg_specs: Any = dataclasses.field(default=None, repr=False)
+    declared_batch_axes: tuple[Axis, ...] = ()
+    _resized: dict[int, ClusterGraph] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def initial_values(self, *args: Any) -> dict[Var, Any]:
         """Values of the jaxpr's inputs and constants for ``args``: where a run starts.
 
+        For a symbolic graph ``args`` may have any batch size; every other
+        dimension must match the example arguments.
+
         Raises:
-          ValueError: ``args`` do not have the example arguments' structure and shapes.
+          ValueError: ``args`` do not have the example arguments' structure and
+            shapes, or (concrete graph) have another batch size.
         """
         leaves, tree = jax.tree.flatten(args)
         if tree != self.in_tree:
@@ -71,18 +110,118 @@ class ClusterGraph:
                 )
             )
         jaxpr = self.jaxpr.jaxpr
+        self.batch_size_of(*args)
         for i, (x, v) in enumerate(zip(leaves, jaxpr.invars, strict=True)):
-            if tuple(np.shape(x)) != tuple(v.aval.shape):
+            shape, want = tuple(np.shape(x)), tuple(v.aval.shape)
+            if len(shape) != len(want) or any(
+                not is_symbolic(w) and w != d for d, w in zip(shape, want, strict=False)
+            ):
                 raise ValueError(
                     WRONG_ARGS.format(
                         what=f"flat argument {i} has another shape",
-                        got=np.shape(x),
-                        expected=v.aval.shape,
+                        got=shape,
+                        expected=shape_text(want),
                     )
                 )
         env: dict[Var, Any] = dict(zip(jaxpr.constvars, self.jaxpr.consts, strict=True))
         env.update(zip(jaxpr.invars, leaves, strict=True))
         return env
+
+    def batch_size_of(self, *args: Any) -> int:
+        """The batch size of ``args``, read along the batch axes.
+
+        Raises:
+          ValueError: the batched arguments disagree on it; or the graph is
+            concrete and it is not :attr:`batch_size`.
+        """
+        leaves = jax.tree.leaves(args)
+        sizes = {
+            int(np.shape(x)[a])
+            for x, a in zip(leaves, self.in_batch_axes, strict=False)
+            if a is not None and np.ndim(x) > a
+        }
+        if len(sizes) > 1:
+            raise ValueError(
+                WRONG_ARGS.format(
+                    what="the batched arguments disagree on the batch size",
+                    got=sorted(sizes),
+                    expected="one size",
+                )
+            )
+        n = sizes.pop() if sizes else self.batch_size
+        if not self.symbolic and n != self.batch_size:
+            raise ValueError(
+                CONCRETE_GRAPH.format(size=self.batch_size, reason=self.symbolic_reason, got=n)
+            )
+        return n
+
+    def at_batch_size(self, batch_size: int) -> ClusterGraph:
+        """This partition for ``batch_size`` samples.
+
+        A symbolic graph holds for every batch size: it returns itself. A
+        concrete graph traces :attr:`fn` again at ``batch_size`` (concretely,
+        same ``min_cluster_size``) and checks that the clustering is the same:
+        same queue and dependencies, and per cluster the same kind, category,
+        number of equations and batch axes of inputs and outputs. So cluster
+        ``c`` of both graphs is the same computation at two sizes, and a
+        scheduler (or :func:`~mlcache_lab.partition.split_run`) can run a chunk
+        of ``batch_size`` samples with ``g.at_batch_size(batch_size).clusters[c]``.
+        Results are kept per size. ``batch_size`` may be 1, but there a concrete
+        analysis cannot tell the batch from broadcasting, and the clustering
+        often differs: pad such a chunk instead (as :func:`split_run` does).
+
+        Raises:
+          ValueError: ``batch_size`` is not a positive int, ``fn`` was not kept,
+            or the clustering differs at that size.
+        """
+        if not isinstance(batch_size, int | np.integer) or isinstance(batch_size, bool):
+            raise ValueError(BAD_BATCH_SIZE.format(value=batch_size))
+        if batch_size < 1:
+            raise ValueError(BAD_BATCH_SIZE.format(value=batch_size))
+        batch_size = int(batch_size)
+        if self.symbolic or batch_size == self.batch_size:
+            return self
+        if batch_size not in self._resized:
+            self._resized[batch_size] = self._repartition(batch_size)
+        return self._resized[batch_size]
+
+    def _repartition(self, batch_size: int) -> ClusterGraph:
+        from .api import build_graph  # the api builds graphs
+
+        if self.fn is None or self.arg_specs is None:
+            raise ValueError(
+                f"ClusterGraph {self.name} keeps no function to re-partition at batch size "
+                f"{batch_size}. Fix: build it with partition(fn, *example_args, ...)."
+            )
+        leaves, tree = jax.tree.flatten(self.arg_specs)
+        specs = [
+            s
+            if a is None
+            else jax.ShapeDtypeStruct(
+                (*s.shape[:a], batch_size, *s.shape[a + 1 :]), s.dtype, weak_type=s.weak_type
+            )
+            for s, a in zip(leaves, self.declared_batch_axes, strict=True)
+        ]
+        other = build_graph(
+            self.fn,
+            jax.tree.unflatten(tree, specs),
+            self.declared_batch_axes,
+            batch_size,
+            self.min_cluster_size,
+            symbolic=False,
+        )
+        what = _structure_difference(self, other)
+        if what is not None:
+            raise ValueError(
+                STRUCTURE_DIFFERS.format(
+                    name=self.name,
+                    size=batch_size,
+                    base=self.batch_size,
+                    what=what,
+                    reason=self.symbolic_reason,
+                )
+            )
+        return dataclasses.replace(other, symbolic_reason=self.symbolic_reason, _resized={})
 
     def outputs(self, env: dict[Var, Any]) -> Any:
         """The function's output pytree read from ``env`` (after every cluster ran)."""
@@ -92,17 +231,19 @@ class ClusterGraph:
     def evaluate(self, *args: Any) -> dict[Var, Any]:
         """Run every cluster in queue order; the value of every cluster input/output."""
         env = self.initial_values(*args)
+        n = self.batch_size_of(*args)
         for cid in self.queue:
             cluster = self.clusters[cid]
-            outs = cluster.run(*(env[v] for v in cluster.inputs))
+            outs = cluster.run(*(env[v] for v in cluster.inputs), batch_size=n)
             env.update(zip(cluster.outputs, outs, strict=True))
         return env
 
     def run(self, *args: Any) -> Any:
         """Run the clusters in queue order on ``args``; equals ``fn(*args)`` (allclose).
 
-        Each cluster runs once on the whole batch, compiled with ``jax.jit``. This is
-        the reference a scheduler's plan is checked against.
+        Each cluster runs once on the whole batch (any batch size), compiled from
+        its shape-polymorphic export. This is the reference a scheduler's plan is
+        checked against.
         """
         return self.outputs(self.evaluate(*args))
 
@@ -140,3 +281,26 @@ class ClusterGraph:
         from .display import html
 
         return html(self)
+
+
+def _structure_difference(a: ClusterGraph, b: ClusterGraph) -> str | None:
+    """How the clusterings of two concrete graphs of one function differ, or ``None``."""
+    if len(a.clusters) != len(b.clusters):
+        return f"{len(a.clusters)} clusters against {len(b.clusters)}"
+    if a.queue != b.queue:
+        return f"queue {a.queue} against {b.queue}"
+    if a.dependencies != b.dependencies:
+        return f"dependencies {a.dependencies} against {b.dependencies}"
+    for position, cid in enumerate(a.queue):
+        x, y = a.clusters[cid], b.clusters[cid]
+        for field in ("kind", "category", "in_batch_axes", "out_batch_axes"):
+            if getattr(x, field) != getattr(y, field):
+                return (
+                    f"cluster {cid} (queue position {position}) has {field} "
+                    f"{getattr(x, field)!r} against {getattr(y, field)!r}"
+                )
+        if len(x) != len(y):
+            return (
+                f"cluster {cid} (queue position {position}) has {len(x)} equations against {len(y)}"
+            )
+    return None

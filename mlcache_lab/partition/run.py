@@ -5,14 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .cluster import Cluster
 from .graph import ClusterGraph
 
-__all__ = ["run_clusters", "split_inputs", "split_run"]
+__all__ = ["NEEDS_GRAPH", "run_clusters", "split_inputs", "split_run"]
 
+NEEDS_GRAPH = (
+    "Cluster {id} is from a concretely traced graph of batch size {n}, so a chunk of {size} "
+    "samples needs the graph re-partitioned at that size. Fix: "
+    "split_run(cluster, inputs, sizes, graph=graph)."
+)
 BAD_SIZES = (
     "sizes must be positive ints summing to the batch size of the inputs. Got sizes={sizes} "
     "for a batch of {batch}. Fix: e.g. sizes=[{half}, {rest}]."
@@ -59,16 +65,56 @@ def split_inputs(cluster: Cluster, inputs: Sequence[Any], sizes: Sequence[int]) 
     return chunks
 
 
-def split_run(cluster: Cluster, inputs: Sequence[Any], sizes: Sequence[int]) -> list[Any]:
+def split_run(
+    cluster: Cluster,
+    inputs: Sequence[Any],
+    sizes: Sequence[int],
+    *,
+    graph: ClusterGraph | None = None,
+) -> list[Any]:
     """Run a batched cluster chunk by chunk and put the results back together.
 
     Outputs with a batch axis are concatenated along it; outputs without one are
     the same for every chunk, and are taken from the first. For a batched
     cluster this equals ``cluster.run(*inputs)``: that is the ground truth the
     analysis is tested against.
+
+    A cluster of a symbolic graph runs every chunk itself. A cluster of a
+    concrete graph runs at its analysed batch size only: with ``graph``, a
+    chunk of another size runs on the same cluster of
+    ``graph.at_batch_size(size)``; without, a smaller chunk is padded to the
+    analysed size with its own samples (repeated), as a padding schedule would,
+    and the padding rows are dropped from the outputs.
+
+    Raises:
+      ValueError: ``sizes`` do not add up to the batch, or a concrete cluster
+        gets a chunk larger than its batch size and no ``graph``.
     """
-    results = [cluster.run(*chunk) for chunk in split_inputs(cluster, inputs, sizes)]
+    results = []
+    for chunk, size in zip(split_inputs(cluster, inputs, sizes), sizes, strict=True):
+        if cluster.symbolic or size == cluster.batch_size:
+            results.append(cluster.run(*chunk))
+        elif graph is not None:
+            results.append(graph.at_batch_size(int(size)).clusters[cluster.id].run(*chunk))
+        elif size < cluster.batch_size:
+            results.append(_run_padded(cluster, chunk, int(size)))
+        else:
+            raise ValueError(NEEDS_GRAPH.format(id=cluster.id, size=size, n=cluster.batch_size))
     return [
         results[0][k] if a is None else jnp.concatenate([r[k] for r in results], axis=a)
         for k, a in enumerate(cluster.out_batch_axes)
+    ]
+
+
+def _run_padded(cluster: Cluster, chunk: Sequence[Any], size: int) -> list[Any]:
+    """Run a concrete batched cluster on ``size`` samples padded to its batch size."""
+    wrap = np.arange(cluster.batch_size) % size
+    padded = [
+        x if a is None else jnp.take(x, wrap, axis=a)
+        for x, a in zip(chunk, cluster.in_batch_axes, strict=True)
+    ]
+    outs = cluster.run(*padded)
+    return [
+        y if a is None else jax.lax.slice_in_dim(y, 0, size, axis=a)
+        for y, a in zip(outs, cluster.out_batch_axes, strict=True)
     ]

@@ -30,12 +30,31 @@ def assert_tree_close(a: Any, b: Any) -> None:
         _close(x, y)
 
 
-def check_ground_truth(graph: ClusterGraph, *args: Any, reference: Any = None) -> None:
-    """The two numerical facts a partition must satisfy.
+def resize_args(graph: ClusterGraph, args: tuple[Any, ...], n: int) -> tuple[Any, ...]:
+    """``args`` with ``n`` samples: the batched leaves' samples repeated or cut."""
+    leaves, tree = jax.tree.flatten(args)
+    out = [
+        x if a is None else jnp.take(x, jnp.arange(n) % x.shape[a], axis=a)
+        for x, a in zip(leaves, graph.declared_batch_axes, strict=True)
+    ]
+    return jax.tree.unflatten(tree, out)
+
+
+def check_ground_truth(
+    graph: ClusterGraph,
+    *args: Any,
+    reference: Any = None,
+    fn: Callable[..., Any] | None = None,
+    other_sizes: tuple[int, ...] = (),
+) -> None:
+    """The numerical facts a partition must satisfy.
 
     1. Clusters run in queue order give the function's outputs.
     2. Every batched cluster run on two parts of the batch, concatenated along the
-       batch axes, equals the cluster run on the whole batch.
+       batch axes, equals the cluster run on the whole batch (a concrete graph's
+       cluster runs the smaller part padded to its batch size).
+    3. A symbolic graph, run at each of ``other_sizes``, gives ``fn``'s outputs
+       at that size.
     """
     if reference is not None:
         assert_tree_close(graph.run(*args), reference)
@@ -49,12 +68,20 @@ def check_ground_truth(graph: ClusterGraph, *args: Any, reference: Any = None) -
         parts = split_run(cluster, inputs, [first, graph.batch_size - first])
         for w, p in zip(whole, parts, strict=True):
             assert_tree_close(p, w)
+    if graph.symbolic and fn is not None:
+        for n in other_sizes:
+            resized = resize_args(graph, args, n)
+            assert_tree_close(graph.run(*resized), fn(*resized))
 
 
 def partition_and_check(
-    fn: Callable[..., Any], *args: Any, batch_axes: Any = 0, min_cluster_size: int = 1
+    fn: Callable[..., Any],
+    *args: Any,
+    batch_axes: Any = 0,
+    min_cluster_size: int = 1,
+    other_sizes: tuple[int, ...] = (1,),
 ) -> ClusterGraph:
-    """Partition ``fn`` and check both ground truths against ``fn(*args)``."""
+    """Partition ``fn`` and check the ground truths against ``fn`` (also at ``other_sizes``)."""
     graph = partition(fn, *args, batch_axes=batch_axes, min_cluster_size=min_cluster_size)
-    check_ground_truth(graph, *args, reference=fn(*args))
+    check_ground_truth(graph, *args, reference=fn(*args), fn=fn, other_sizes=other_sizes)
     return graph

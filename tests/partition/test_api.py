@@ -125,13 +125,25 @@ def test_bad_min_cluster_size(value: object) -> None:
 def test_run_rejects_other_shapes_or_structure(params: dict) -> None:
     g = partition(mlp, params, jnp.ones((4, 3)), batch_axes=(None, 0))
     with pytest.raises(ValueError, match=_pattern(WRONG_ARGS)):
-        g.run(params, jnp.ones((5, 3)))
+        g.run(params, jnp.ones((4, 5)))
     with pytest.raises(ValueError, match="tree structure differs"):
         g.run(params)
 
 
+def test_run_takes_any_batch_size(params: dict) -> None:
+    g = partition(mlp, params, jnp.ones((4, 3)), batch_axes=(None, 0))
+    assert g.symbolic
+    for n in (1, 5, 9):
+        x = jnp.arange(n * 3.0).reshape(n, 3)
+        assert_tree_close(g.run(params, x), mlp(params, x))
+
+
 def test_unbatched_argument_aligned_with_batch_is_promoted() -> None:
-    """``mask`` is declared unbatched, but sample i reads mask[i]: it must be split."""
+    """``mask`` is declared unbatched, but sample i reads mask[i]: it must be split.
+
+    With a symbolic batch ``B`` the function does not trace (``[B, 3] * [4, 3]``):
+    the graph falls back to the example batch size, where the promotion happens.
+    """
 
     def f(mask: jax.Array, x: jax.Array) -> jax.Array:
         return jnp.sin(x) * mask
@@ -139,7 +151,8 @@ def test_unbatched_argument_aligned_with_batch_is_promoted() -> None:
     x = jnp.arange(12.0).reshape(4, 3)
     mask = jnp.asarray(np.random.default_rng(0).random((4, 3)), jnp.float32)
     g = partition_and_check(f, mask, x, batch_axes=(None, 0))
-    assert g.in_batch_axes == (0, 0)
+    assert not g.symbolic and "incompatible shapes" in g.symbolic_reason
+    assert g.in_batch_axes == (0, 0) and g.declared_batch_axes == (None, 0)
     (cluster,) = g.clusters
     assert cluster.kind == "batched" and cluster.in_batch_axes == (0, 0)
 

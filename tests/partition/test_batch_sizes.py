@@ -1,6 +1,8 @@
-"""Re-specialising batched clusters to other batch sizes; chunked runs; the benchmark."""
+"""Batch sizes: symbolic graphs at any size, the concrete fallback, chunked runs, the benchmark."""
 
 from __future__ import annotations
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -9,11 +11,18 @@ import pytest
 
 from mlcache_lab.bench.partition_scaling import main as bench_main
 from mlcache_lab.bench.partition_scaling import make_program
+from mlcache_lab.models import get_model
 from mlcache_lab.partition import partition, split_run
-from mlcache_lab.partition.cluster import NOT_BATCHED
-from mlcache_lab.partition.run import BAD_SIZES, split_inputs
+from mlcache_lab.partition.api import BAD_SYMBOLIC, NOT_POLYMORPHIC
+from mlcache_lab.partition.cluster import CONCRETE_ONLY, NO_BATCH_SIZE, NOT_BATCHED
+from mlcache_lab.partition.graph import BAD_BATCH_SIZE, CONCRETE_GRAPH, STRUCTURE_DIFFERS
+from mlcache_lab.partition.run import BAD_SIZES, NEEDS_GRAPH, split_inputs
 
-from .ground_truth import assert_tree_close
+from .ground_truth import assert_tree_close, check_ground_truth, resize_args
+
+
+def _pattern(message: str) -> str:
+    return re.escape(message.split("{")[0])
 
 
 def f(w, x):  # type: ignore[no-untyped-def]
@@ -22,38 +31,75 @@ def f(w, x):  # type: ignore[no-untyped-def]
     return h - h.mean(0), jax.lax.scan(lambda c, s: (c * s + 1, None), h, jnp.ones(3))[0]
 
 
+def hardcoded(w, x):  # type: ignore[no-untyped-def]
+    """Not polymorphic: the batch size 6 is written into the program."""
+    h = jnp.tanh(x @ w) + jnp.arange(6, dtype=x.dtype)[:, None]
+    return h - h.mean(0), jnp.sin(h) * 2
+
+
 W = jnp.asarray(np.random.default_rng(0).normal(size=(4, 6)), jnp.float32)
 X = jnp.asarray(np.random.default_rng(1).normal(size=(6, 4)), jnp.float32)
 
 
-def test_specialize_changes_only_batch_dims() -> None:
+def _x(n: int) -> jax.Array:
+    return jnp.asarray(np.random.default_rng(n).normal(size=(n, 4)), jnp.float32)
+
+
+def test_symbolic_graph_runs_at_batch_sizes_1_3_7() -> None:
     g = partition(f, W, X, batch_axes=(None, 0))
+    assert g.symbolic and g.symbolic_reason == ""
+    assert str(g.jaxpr.jaxpr.invars[1].aval.shape[0]) == "B"
+    for n in (1, 3, 7):
+        assert_tree_close(g.run(W, _x(n)), f(W, _x(n)))
+        assert g.at_batch_size(n) is g
+        assert g.batch_size_of(W, _x(n)) == n
+
+
+@pytest.mark.parametrize("name", ["transformer", "batchnorm_train", "preprocess"])
+def test_zoo_models_run_at_batch_sizes_1_3_7(name: str) -> None:
+    small = {"transformer": dict(vocab=32, seq=8, width=16, layers=2, num_heads=2)}
+    model = get_model(name, **small.get(name, {}))
+    args = model.example_args(4)
+    g = partition(model.apply, *args, batch_axes=model.batch_axes)
+    assert g.symbolic, g.symbolic_reason
+    for n in (1, 3, 7):
+        resized = resize_args(g, args, n)
+        assert_tree_close(g.run(*resized), model.apply(*resized))
+
+
+def test_specialize_gives_the_cluster_at_a_concrete_size() -> None:
+    g = partition(f, W, X, batch_axes=(None, 0))
+    env = g.evaluate(W, _x(3))
     for c in g.clusters:
         if c.kind != "batched":
             continue
         small = c.specialize(3)
         for v, a, new in zip(c.inputs, c.in_batch_axes, small.jaxpr.invars, strict=True):
-            expect = list(v.aval.shape)
+            expect = [str(d) for d in v.aval.shape]
             if a is not None:
-                expect[a] = 3
-            assert list(new.aval.shape) == expect
-        assert c.specialize(g.batch_size) is c.jaxpr
+                assert expect[a] == "B"
+                expect[a] = "3"
+            assert [str(d) for d in new.aval.shape] == expect
+        inputs = [env[v] for v in c.inputs]
+        out = jax.core.eval_jaxpr(small.jaxpr, small.consts, *inputs)
+        assert_tree_close(list(out), c.run(*inputs))
 
 
 @pytest.mark.parametrize("sizes", [[1, 5], [3, 3], [2, 2, 2], [1, 1, 1, 1, 1, 1]])
 def test_split_run_equals_whole_for_any_chunking(sizes: list[int]) -> None:
     g = partition(f, W, X, batch_axes=(None, 0))
     env = g.evaluate(W, X)
-    for c in g.clusters:
-        if c.kind == "batched":
-            inputs = [env[v] for v in c.inputs]
-            assert_tree_close(split_run(c, inputs, sizes), c.run(*inputs))
+    batched = [c for c in g.clusters if c.kind == "batched"]
+    assert batched
+    for c in batched:
+        inputs = [env[v] for v in c.inputs]
+        assert_tree_close(split_run(c, inputs, sizes), c.run(*inputs))
 
 
 def test_non_batched_cluster_cannot_be_specialized() -> None:
     g = partition(f, W, X, batch_axes=(None, 0))
     mixing = next(c for c in g.clusters if c.category == "mixes")
-    with pytest.raises(ValueError, match=NOT_BATCHED.split("{")[0]):
+    with pytest.raises(ValueError, match=_pattern(NOT_BATCHED)):
         mixing.specialize(2)
 
 
@@ -61,13 +107,127 @@ def test_bad_chunk_sizes() -> None:
     g = partition(f, W, X, batch_axes=(None, 0))
     env = g.evaluate(W, X)
     c = next(c for c in g.clusters if c.kind == "batched")
-    with pytest.raises(ValueError, match=BAD_SIZES.split("{")[0].replace("(", r"\(")):
+    with pytest.raises(ValueError, match=_pattern(BAD_SIZES).replace(r"\(", r"\(")):
         split_inputs(c, [env[v] for v in c.inputs], [2, 2])
+
+
+def test_cluster_that_needs_the_batch_size() -> None:
+    """``arange(B)`` touches no batched value, yet its shape is the batch size."""
+    g = partition(f, W, X, batch_axes=(None, 0))
+    (iota,) = [c for c in g.clusters if "iota" in c.primitives()]
+    assert iota.category == "invariant" and iota.needs_batch_size
+    assert iota.inputs == () and iota.out_batch_axes == (0,)
+    carrier = iota.exported.in_avals[0]
+    assert str(carrier.shape[0]) == "B" and carrier.dtype == jnp.int8
+    with pytest.raises(ValueError, match=_pattern(NO_BATCH_SIZE)):
+        iota.run()
+    (out,) = iota.run(batch_size=5)
+    np.testing.assert_array_equal(out, np.arange(5.0, dtype=np.float32)[:, None])
+    assert not any(c.needs_batch_size for c in g.clusters if c.kind == "batched")
+
+
+def test_cluster_run_checks_a_given_batch_size() -> None:
+    g = partition(f, W, X, batch_axes=(None, 0))
+    env = g.evaluate(W, X)
+    c = next(c for c in g.clusters if c.kind == "batched")
+    with pytest.raises(ValueError, match="got inputs of batch size 6 and batch_size=4"):
+        c.run(*(env[v] for v in c.inputs), batch_size=4)
+
+
+def test_concrete_fallback_records_why_and_keeps_the_ground_truth() -> None:
+    g = partition(hardcoded, W, X, batch_axes=(None, 0))
+    assert not g.symbolic
+    assert g.symbolic_reason.startswith("tracing with a symbolic batch dimension B failed: ")
+    assert "incompatible shapes for broadcasting" in g.symbolic_reason
+    assert all(isinstance(d, int) for v in g.jaxpr.jaxpr.invars for d in v.aval.shape)
+    assert "concrete at batch size 6" in repr(g) and g.symbolic_reason in repr(g)
+    check_ground_truth(g, W, X, reference=hardcoded(W, X))
+    with pytest.raises(ValueError, match=_pattern(CONCRETE_GRAPH)):
+        g.run(W, _x(3))
+    c = next(c for c in g.clusters if c.kind == "batched")
+    inputs = [g.evaluate(W, X)[v] for v in c.inputs]
+    with pytest.raises(ValueError, match=_pattern(CONCRETE_ONLY)):
+        c.run(*(x if a is None else x[:3] for x, a in zip(inputs, c.in_batch_axes, strict=True)))
+    with pytest.raises(ValueError, match=_pattern(CONCRETE_ONLY)):
+        c.specialize(3)
+    assert c.specialize(6) is c.jaxpr
+
+
+def test_a_reshape_that_pins_the_batch_size_falls_back() -> None:
+    """jax's reshape does not check element counts: the trace must not be trusted."""
+
+    def pinned(x):  # type: ignore[no-untyped-def]
+        return jnp.sin(x.reshape(6, 2, 2)).sum(-1)
+
+    g = partition(pinned, X)
+    assert not g.symbolic
+    assert "pins the batch size: reshape (B, 4) -> (6, 2, 2)" in g.symbolic_reason
+    check_ground_truth(g, X, reference=pinned(X))
+
+
+def test_symbolic_argument() -> None:
+    with pytest.raises(ValueError, match=_pattern(NOT_POLYMORPHIC)) as info:
+        partition(hardcoded, W, X, batch_axes=(None, 0), symbolic=True)
+    assert "incompatible shapes" in str(info.value)
+    g = partition(f, W, X, batch_axes=(None, 0), symbolic=False)
+    assert not g.symbolic and "symbolic=False" in g.symbolic_reason
+    check_ground_truth(g, W, X, reference=f(W, X))
+    with pytest.raises(ValueError, match=_pattern(BAD_SYMBOLIC)):
+        partition(f, W, X, batch_axes=(None, 0), symbolic="yes")  # type: ignore[arg-type]
+
+
+def test_at_batch_size_repartitions_a_concrete_graph() -> None:
+    g = partition(f, W, X, batch_axes=(None, 0), symbolic=False)
+    for n in (2, 3, 7):  # at 1, a concrete analysis cannot tell the batch from broadcasting
+        other = g.at_batch_size(n)
+        assert other.batch_size == n and not other.symbolic
+        assert other.symbolic_reason == g.symbolic_reason
+        assert other.queue == g.queue and other.dependencies == g.dependencies
+        assert [len(c) for c in other.clusters] == [len(c) for c in g.clusters]
+        assert_tree_close(other.run(W, _x(n)), f(W, _x(n)))
+        assert g.at_batch_size(n) is other  # kept
+    assert g.at_batch_size(6) is g
+    env = g.evaluate(W, X)
+    for c in g.clusters:
+        if c.kind == "batched":
+            inputs = [env[v] for v in c.inputs]
+            assert_tree_close(split_run(c, inputs, [2, 4], graph=g), c.run(*inputs))
+
+
+def test_at_batch_size_refuses_another_clustering() -> None:
+    def depends_on_size(x):  # type: ignore[no-untyped-def]
+        return x * 2 if x.shape[0] > 3 else x - x.sum(0)
+
+    g = partition(depends_on_size, X)
+    assert not g.symbolic and "inconclusive" in g.symbolic_reason
+    assert g.at_batch_size(5).counts() == g.counts()
+    with pytest.raises(ValueError, match=_pattern(STRUCTURE_DIFFERS)) as info:
+        g.at_batch_size(2)
+    assert "inconclusive" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, True, "3"])
+def test_at_batch_size_bad_value(value: object) -> None:
+    g = partition(hardcoded, W, X, batch_axes=(None, 0))
+    with pytest.raises(ValueError, match=_pattern(BAD_BATCH_SIZE)):
+        g.at_batch_size(value)  # type: ignore[arg-type]
+
+
+def test_split_run_of_a_concrete_cluster_larger_than_its_batch_needs_the_graph() -> None:
+    g = partition(f, W, X, batch_axes=(None, 0), symbolic=False)
+    big = g.at_batch_size(10)
+    c = next(c for c in g.clusters if c.kind == "batched")
+    env = big.evaluate(W, _x(10))
+    inputs = [env[v] for v in big.clusters[c.id].inputs]
+    with pytest.raises(ValueError, match=_pattern(NEEDS_GRAPH)):
+        split_run(c, inputs, [7, 3])
+    assert_tree_close(split_run(c, inputs, [7, 3], graph=g), big.clusters[c.id].run(*inputs))
 
 
 def test_benchmark_program_and_csv(tmp_path) -> None:  # type: ignore[no-untyped-def]
     fn, args = make_program(8)
     g = partition(fn, *args, batch_axes=(None, 0))
+    assert g.symbolic
     assert {c.category for c in g.clusters} == {"batched", "invariant", "mixes"}
     out = tmp_path / "scaling.csv"
     bench_main(["--out", str(out), "--repeats", "1", "--layers", "2", "4"])

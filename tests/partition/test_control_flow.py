@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mlcache_lab.partition import inline_calls, partition
 
@@ -30,14 +31,19 @@ def test_scan_over_layers_with_batched_carry() -> None:
     assert lab.kind == "batched" and lab.out_batch_axes == (0, 1)
 
 
-def test_scan_carry_becomes_batched_and_its_zero_init_is_promoted() -> None:
+@pytest.mark.parametrize("hardcoded", [False, True])
+def test_scan_carry_becomes_batched_and_its_zero_init_is_promoted(hardcoded: bool) -> None:
     def f(ws, x):  # type: ignore[no-untyped-def]
-        acc0 = jnp.zeros((4, 3))
+        acc0 = jnp.zeros((4, 3)) if hardcoded else jnp.zeros((x.shape[0], 3))
         return jax.lax.scan(lambda acc, w: (acc + x @ w, None), acc0, ws)[0]
 
     g = partition_and_check(f, W, X, batch_axes=(None, 0))
+    assert g.symbolic != hardcoded
     lab = _label(g, "scan")
     assert lab.kind == "batched" and lab.in_batch_axes[-2] == 0
+    (zeros,) = [c for c in g.clusters if "broadcast_in_dim" in c.primitives()]
+    assert zeros.category == "invariant" and zeros.out_batch_axes == (0,)
+    assert zeros.needs_batch_size != hardcoded  # a [B, 3] zeros: made per batch size
 
 
 def test_scan_body_that_mixes_samples() -> None:
@@ -104,7 +110,11 @@ def test_calls_are_inlined_so_clusters_can_split_them() -> None:
     g = partition_and_check(f, X)
     names = {e.primitive.name for e in g.jaxpr.jaxpr.eqns}
     assert not names & {"jit", "remat2", "custom_jvp_call", "closed_call"}
-    assert {c.category for c in g.clusters} == {"batched", "mixes"}
+    assert {c.category for c in g.clusters} == {"batched", "invariant", "mixes"}
+    # The only invariant work is the mean's 1/B: it needs the batch size, nothing else.
+    for c in g.clusters:
+        if c.category == "invariant":
+            assert c.needs_batch_size and "dim_as_value" in c.primitives()
 
 
 def test_inline_inside_scan_body_and_closed_constants() -> None:

@@ -22,6 +22,8 @@ def graph():  # type: ignore[no-untyped-def]
 def test_repr_summarises_clusters(graph) -> None:  # type: ignore[no-untyped-def]
     text = repr(graph)
     assert text.startswith("ClusterGraph(f: ")
+    assert "symbolic batch B (example 4)" in text and "not symbolic" not in text
+    assert "(needs B)" in text  # the mean's 1/B
     assert f"{len(graph.clusters)} clusters" in text
     for c in graph.clusters:
         assert f"#{c.id} " in text
@@ -36,6 +38,20 @@ def test_to_dot_has_a_node_per_cluster_and_an_edge_per_dependency(graph) -> None
         assert f"c{c.id} [" in dot.source
     for a, b in graph.dependencies:
         assert f"c{a} -> c{b}" in dot.source
+    assert 'label="f32[B,3]"' in dot.source  # the batched activations, batch dim as B
+    assert 'label="f32[3,3]"' in dot.source  # the invariant w * 2
+
+
+def test_concrete_graph_shows_why_and_still_labels_the_batch_dim() -> None:
+    def f(w, x):  # type: ignore[no-untyped-def]
+        h = jnp.tanh(x @ (w * 2)) + jnp.ones((4, 1))  # the batch size, hardcoded
+        return h - h.mean(0)
+
+    g = partition(f, jnp.ones((3, 3)), jnp.ones((4, 3)), batch_axes=(None, 0))
+    text = repr(g)
+    assert "concrete at batch size 4" in text
+    assert f"  not symbolic: {g.symbolic_reason}" in text
+    assert 'label="f32[B,3]"' in g.to_dot().source
 
 
 def test_mimebundle_is_svg_when_graphviz_works(graph) -> None:  # type: ignore[no-untyped-def]

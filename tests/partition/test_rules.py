@@ -2,6 +2,11 @@
 
 The label alone would only restate the rule; every case is also run through
 ``partition_and_check``, which splits each batched cluster in two and compares.
+
+Programs derive batch-sized shapes from their input (``x.shape[0]``), so they
+trace with the symbolic batch dimension ``B``. The ``*-hardcoded`` cases (and
+``top-k-batch``, whose shape rule needs ``B >= 2``) are not polymorphic in the
+batch: they exercise the concrete fallback, where the same rules compare ints.
 """
 
 from __future__ import annotations
@@ -58,6 +63,14 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any, str, str]] = [
     ),
     (
         "dot-outer-batch",
+        lambda x: x.reshape(x.shape[0], -1) @ x.reshape(x.shape[0], -1).T,
+        (X,),
+        0,
+        "dot_general",
+        "mixes",
+    ),
+    (
+        "dot-outer-batch-hardcoded",
         lambda x: x.reshape(B, -1) @ x.reshape(B, -1).T,
         (X,),
         0,
@@ -89,12 +102,31 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any, str, str]] = [
     ("reduce-batch", lambda x: x.max(axis=0), (X,), 0, "reduce_max", "mixes"),
     ("argmax-other", lambda x: jnp.argmax(x, axis=2), (X,), 0, "argmax", "batched"),
     ("argmax-batch", lambda x: jnp.argmax(x, axis=0), (X,), 0, "argmax", "mixes"),
-    ("reshape-keeps", lambda x: x.reshape(B, 15), (X,), 0, "reshape", "batched"),
-    ("reshape-merges", lambda x: x.reshape(B * 3, 5), (X,), 0, "reshape", "mixes"),
-    ("reshape-moved", lambda x: x.reshape(3, B, 5, 1), (XT,), 1, "reshape", "batched"),
+    ("reshape-keeps", lambda x: x.reshape(x.shape[0], 15), (X,), 0, "reshape", "batched"),
+    ("reshape-keeps-hardcoded", lambda x: x.reshape(B, 15), (X,), 0, "reshape", "batched"),
+    ("reshape-merges", lambda x: x.reshape(-1, 5), (X,), 0, "reshape", "mixes"),
+    ("reshape-merges-hardcoded", lambda x: x.reshape(B * 3, 5), (X,), 0, "reshape", "mixes"),
+    ("reshape-splits", lambda x: x.reshape(3, -1), (X,), 0, "reshape", "mixes"),
+    (
+        "reshape-moved",
+        lambda x: x.reshape(3, x.shape[1], 5, 1),
+        (XT,),
+        1,
+        "reshape",
+        "batched",
+    ),
+    ("reshape-moved-hardcoded", lambda x: x.reshape(3, B, 5, 1), (XT,), 1, "reshape", "batched"),
     ("transpose", lambda x: jnp.transpose(x, (2, 0, 1)) + 1, (X,), 0, "transpose", "batched"),
     (
         "broadcast",
+        lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], 2, 3, 5)),
+        (X,),
+        0,
+        "broadcast_in_dim",
+        "batched",
+    ),
+    (
+        "broadcast-hardcoded",
         lambda x: jnp.broadcast_to(x[:, None], (B, 2, 3, 5)),
         (X,),
         0,
@@ -109,8 +141,12 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any, str, str]] = [
         "squeeze",
         "batched",
     ),
-    ("slice-other", lambda x: x[:, 1:3], (X,), 0, "slice", "batched"),
-    ("slice-batch", lambda x: x[1:], (X,), 0, "slice", "mixes"),
+    # With a symbolic B, basic indexing lowers to gather; lax.slice_in_dim stays a slice.
+    ("slice-other", lambda x: jax.lax.slice_in_dim(x, 1, 3, axis=1), (X,), 0, "slice", "batched"),
+    ("slice-batch", lambda x: jax.lax.slice_in_dim(x, 1, None, axis=0), (X,), 0, "slice", "mixes"),
+    ("index-other", lambda x: x[:, 1:3], (X,), 0, "gather", "batched"),
+    ("index-batch", lambda x: x[1:], (X,), 0, "gather", "mixes"),
+    ("index-reversed-batch", lambda x: x[::-1], (X,), 0, "gather", "mixes"),
     (
         "dynamic-slice",
         lambda x, i: jax.lax.dynamic_slice_in_dim(x, i, 2, axis=2),
@@ -181,14 +217,31 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any, str, str]] = [
         "mixes",
     ),
     ("split", lambda x: jnp.split(x, [2], axis=2)[1], (X,), 0, "split", "batched"),
-    ("rev", lambda x: x[::-1], (X,), 0, "rev", "mixes"),
+    ("rev", lambda x: jax.lax.rev(x, (0,)), (X,), 0, "rev", "mixes"),
+    ("rev-other", lambda x: jax.lax.rev(x, (2,)), (X,), 0, "rev", "batched"),
     (
         "iota-promoted",
+        lambda x: x + jnp.arange(x.shape[0], dtype=x.dtype)[:, None, None],
+        (X,),
+        0,
+        "add",
+        "batched",
+    ),
+    (
+        "iota-promoted-hardcoded",
         lambda x: x + jnp.arange(B, dtype=x.dtype)[:, None, None],
         (X,),
         0,
         "add",
         "batched",
+    ),
+    (
+        "batch-size-on-another-axis",
+        lambda x: x[:, :1, :1] * jnp.ones(x.shape[0]),
+        (X,),
+        0,
+        "mul",
+        "mixes",
     ),
     (
         "rng-invariant",
@@ -239,11 +292,16 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any, str, str]] = [
 ]
 
 
+CONCRETE = {c[0] for c in CASES if c[0].endswith("-hardcoded")} | {"top-k-batch"}
+
+
 @pytest.mark.parametrize(
     ("name", "fn", "args", "batch_axes", "prim", "expected"), CASES, ids=[c[0] for c in CASES]
 )
 def test_rule(name, fn, args, batch_axes, prim, expected) -> None:  # type: ignore[no-untyped-def]
     g = partition_and_check(fn, *args, batch_axes=batch_axes)
+    assert g.symbolic == (name not in CONCRETE), g.symbolic_reason
+    assert bool(g.symbolic_reason) == (not g.symbolic)
     eqns = g.jaxpr.jaxpr.eqns
     labels = [lab for e, lab in zip(eqns, g.labels, strict=True) if e.primitive.name == prim]
     assert labels, f"{prim} not in {[e.primitive.name for e in eqns]}"
@@ -284,5 +342,37 @@ def test_batch_axis_moves_with_transpose() -> None:
 
 def test_follower_of_a_mix_is_mixes_not_invariant() -> None:
     g = partition_and_check(lambda x: jnp.exp(x.mean(axis=0)), X)
-    assert [lab.category for lab in g.labels] == ["mixes", "mixes", "mixes"]
+    names = [e.primitive.name for e in g.jaxpr.jaxpr.eqns]
+    # 1/B comes from dim_as_value(B): invariant (no batched operand), yet it needs B.
+    assert names == ["dim_as_value", "convert_element_type", "reduce_sum", "div", "exp"]
+    assert [lab.category for lab in g.labels] == [
+        "invariant",
+        "invariant",
+        "mixes",
+        "mixes",
+        "mixes",
+    ]
     assert "computed across samples" in g.labels[-1].reason
+    (invariant,) = [c for c in g.clusters if c.category == "invariant"]
+    assert invariant.needs_batch_size and not invariant.inputs
+
+
+def test_symbolic_reshape_reasons_show_the_batch_dimension() -> None:
+    g = partition_and_check(lambda x: x.reshape(-1, 5) * 2, X)
+    assert g.symbolic
+    assert (
+        g.labels[0].reason == "mixes: reshape merges the batch axis 0 (shape (B, 3, 5) -> (3*B, 5))"
+    )
+    assert str(g.jaxpr.jaxpr.eqns[0].outvars[0].aval.shape[0]) == "3*B"
+
+
+def test_batch_size_on_a_non_batch_axis_mixes() -> None:
+    """``x @ x.T`` is [B, B]: read per sample, a chunk would need the whole batch's column."""
+    g = partition_and_check(lambda x: (x @ x.T) + x[:, :1], X[:, 0, :])
+    (add,) = [
+        lab
+        for e, lab in zip(g.jaxpr.jaxpr.eqns, g.labels, strict=True)
+        if e.primitive.name == "add"
+    ]
+    assert add.category == "mixes"
+    assert "size B on axis 1" in add.reason

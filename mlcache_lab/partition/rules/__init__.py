@@ -13,6 +13,13 @@ batch rather than passed whole. The analysis gives the operand's variable that
 batch axis (its producer keeps its own label).
 
 Primitives without a rule are treated as mixing samples, conservatively.
+
+Sizes are compared with :func:`same_size` only (definite equality, see
+:mod:`..dims`). In a graph traced with the symbolic batch dimension ``B`` that
+is exact: an operand's dimension is aligned with the batch iff it is ``B``, a
+size-1 dimension broadcasts, and a slice or window covers the whole batch iff
+its size is ``B``. In a concretely traced graph (the fallback) the same
+comparisons are between ints and the batch axis comes from the analysis.
 """
 
 from __future__ import annotations
@@ -24,10 +31,23 @@ from typing import TYPE_CHECKING, Any
 
 from jax.extend.core import JaxprEqn, Literal
 
+from ..dims import is_symbolic, same_size
+
 if TYPE_CHECKING:
     from ..analysis import JaxprAnalysis
 
-__all__ = ["RULES", "Axis", "Rule", "RuleResult", "batched", "mixes", "register", "rule_for"]
+__all__ = [
+    "RULES",
+    "Axis",
+    "Rule",
+    "RuleResult",
+    "batched",
+    "is_symbolic",
+    "mixes",
+    "register",
+    "rule_for",
+    "same_size",
+]
 
 Axis = int | None
 """The batch axis of a value: a non-negative dimension index, or ``None`` for none."""
@@ -91,8 +111,8 @@ def ndim(atom: Any) -> int:
     return len(getattr(atom.aval, "shape", ()))
 
 
-def shape(atom: Any) -> tuple[int, ...]:
-    """Shape of a jaxpr atom."""
+def shape(atom: Any) -> tuple[Any, ...]:
+    """Shape of a jaxpr atom (ints, or symbolic dimensions in ``B``)."""
     return tuple(getattr(atom.aval, "shape", ()))
 
 

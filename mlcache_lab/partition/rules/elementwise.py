@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from jax.extend.core import JaxprEqn
 
-from . import Axis, RuleResult, batched, mixes, ndim, register, shape
+from . import Axis, RuleResult, batched, mixes, ndim, register, same_size, shape
 
 ELEMENTWISE = (  # noqa: SIM905  (a word list reads better than 85 quoted names)
     "abs acos acosh add add_any and asin asinh atan atan2 atanh bessel_i0e bessel_i1e cbrt ceil "
@@ -35,11 +35,13 @@ def elementwise_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     axis = axes[0]
     size = shape(eqn.outvars[0])[axis]
     # An operand of size 1 on the axis broadcasts (threefry2x32 allows it): it is
-    # read whole by every sample. Any other operand is aligned sample by sample.
+    # read whole by every sample. One of the batch's size (``B`` itself, in a
+    # symbolic graph: an ``iota`` or ``zeros`` made with ``x.shape[0]``) is
+    # aligned sample by sample.
     promote = {
         i: axis
         for i, (atom, a) in enumerate(zip(eqn.invars, in_axes, strict=True))
-        if a is None and ndim(atom) > axis and shape(atom)[axis] == size
+        if a is None and ndim(atom) > axis and same_size(shape(atom)[axis], size)
     }
     return batched(eqn, axis, promote)
 

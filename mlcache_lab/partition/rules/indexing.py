@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from jax.extend.core import JaxprEqn
 
-from . import Axis, RuleResult, batched, mixes, ndim, register, shape
+from . import Axis, RuleResult, batched, mixes, ndim, register, same_size, shape
 
 
 @register("slice")
@@ -28,8 +28,9 @@ def slice_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     assert axis is not None
     p = eqn.params
     strides = p["strides"] or (1,) * ndim(eqn.invars[0])
-    full = (p["start_indices"][axis], p["limit_indices"][axis], strides[axis])
-    if full != (0, shape(eqn.invars[0])[axis], 1):
+    got = (p["start_indices"][axis], p["limit_indices"][axis], strides[axis])
+    full = (0, shape(eqn.invars[0])[axis], 1)
+    if not all(same_size(g, f) for g, f in zip(got, full, strict=True)):
         return mixes(eqn, f"selects a subset of samples on the batch axis {axis}")
     return batched(eqn, axis)
 
@@ -40,7 +41,7 @@ def dynamic_slice_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     axis = in_axes[0]
     if axis is None or any(a is not None for a in in_axes[1:]):
         return mixes(eqn, "slices at batched start indices")
-    if eqn.params["slice_sizes"][axis] != shape(eqn.invars[0])[axis]:
+    if not same_size(eqn.params["slice_sizes"][axis], shape(eqn.invars[0])[axis]):
         return mixes(eqn, f"selects a subset of samples on the batch axis {axis}")
     return batched(eqn, axis)
 
@@ -53,7 +54,7 @@ def dynamic_update_slice_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleRes
         return mixes(eqn, f"updates with operands batched on different axes ({oa}, {ua})")
     axis = oa if oa is not None else ua
     assert axis is not None
-    if shape(eqn.invars[1])[axis] != shape(eqn.invars[0])[axis]:
+    if not same_size(shape(eqn.invars[1])[axis], shape(eqn.invars[0])[axis]):
         return mixes(eqn, f"updates a subset of samples on the batch axis {axis}")
     return batched(eqn, axis, {0 if oa is None else 1: axis})
 
@@ -90,7 +91,9 @@ def gather_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     if oa is not None:
         if ia is not None:
             return mixes(eqn, f"reads every sample's rows for every sample (axes {oa}, {ia})")
-        if oa not in windows or eqn.params["slice_sizes"][oa] != shape(eqn.invars[0])[oa]:
+        if oa not in windows or not same_size(
+            eqn.params["slice_sizes"][oa], shape(eqn.invars[0])[oa]
+        ):
             return mixes(eqn, f"indexes into the batch axis {oa} of its operand")
         return batched(eqn, dn.offset_dims[windows.index(oa)])
     assert ia is not None
@@ -129,7 +132,7 @@ def scatter_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     if w is None:
         return mixes(eqn, f"scatters into the batch axis (operand axis {oa}, updates axis {ua})")
     o, u = windows[w], dn.update_window_dims[w]
-    if o in dn.scatter_dims_to_operand_dims or upd_shape[u] != op_shape[o]:
+    if o in dn.scatter_dims_to_operand_dims or not same_size(upd_shape[u], op_shape[o]):
         return mixes(eqn, f"scatters into a subset of samples on the batch axis {o}")
     if ua is not None and ua != u:
         return mixes(eqn, f"scatter window: updates are batched on axis {ua}, expected {u}")

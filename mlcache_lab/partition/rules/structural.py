@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from jax.extend.core import JaxprEqn
 
-from . import Axis, RuleResult, batched, mixes, ndim, register, shape
+from ..dims import shape_text
+from . import Axis, RuleResult, batched, is_symbolic, mixes, ndim, register, same_size, shape
 
 
 def _single(in_axes: Sequence[Axis]) -> int:
@@ -23,31 +24,42 @@ def _single(in_axes: Sequence[Axis]) -> int:
 
 @register("broadcast_in_dim")
 def broadcast_in_dim_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
-    """The operand's axis ``a`` lands on ``broadcast_dimensions[a]``."""
+    """The operand's axis ``a`` lands on ``broadcast_dimensions[a]``.
+
+    Only a concrete batch of size 1 can be broadcast to another size (a
+    symbolic ``B`` cannot: tracing would have failed).
+    """
     axis = _single(in_axes)
     out = eqn.params["broadcast_dimensions"][axis]
-    if eqn.params["shape"][out] != shape(eqn.invars[0])[axis]:
+    if not same_size(eqn.params["shape"][out], shape(eqn.invars[0])[axis]):
         return mixes(eqn, f"broadcasts the batch axis {axis} to size {eqn.params['shape'][out]}")
     return batched(eqn, out)
 
 
 @register("reshape")
 def reshape_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
-    """The batch axis survives when the dimensions before it keep their total size."""
+    """The batch axis survives as a whole output dimension with as many elements before it.
+
+    In row-major order, output dimension ``k`` holds sample ``i`` at index ``i``
+    iff it has the batch's size and the dimensions before it hold as many
+    elements as those before the batch axis. Otherwise the reshape merges the
+    batch with other dimensions (a symbolic graph shows ``3*B``) or splits it,
+    and a chunk of samples is no longer a slice of one output dimension.
+    """
     axis = _single(in_axes)
     old = shape(eqn.invars[0])
     if eqn.params.get("dimensions") is not None:
         perm = tuple(eqn.params["dimensions"])
         axis, old = perm.index(axis), tuple(old[d] for d in perm)
     new = tuple(eqn.params["new_sizes"])
-    prefix, acc = math.prod(old[:axis]), 1
+    before = math.prod(old[:axis])
     for out, size in enumerate(new):
-        if acc == prefix and size == old[axis]:
+        if same_size(size, old[axis]) and same_size(math.prod(new[:out]), before):
             return batched(eqn, out)
-        acc *= size
-        if acc > prefix:
-            break
-    return mixes(eqn, f"merges or splits the batch axis {axis} (shape {old} -> {new})")
+    what = "merges" if any(is_symbolic(d) for d in new) else "merges or splits"
+    return mixes(
+        eqn, f"{what} the batch axis {axis} (shape {shape_text(old)} -> {shape_text(new)})"
+    )
 
 
 @register("transpose")
