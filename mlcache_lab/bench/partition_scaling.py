@@ -8,10 +8,12 @@ activation and residual add (batched), a weight rescaling (invariant), and
 every fourth layer a batch-norm-like centring over the batch (mixes), so all
 three kinds of clusters and many cluster boundaries appear. Timed separately:
 
-* ``analysis``: :func:`mlcache_lab.partition.analyze` on the inlined jaxpr;
+* ``analysis``: :func:`mlcache_lab.partition.analyze` on the inlined jaxpr,
+  traced with the symbolic batch dimension ``B`` as :func:`partition` does;
 * ``clustering``: growing clusters and building their runnable jaxprs;
 * ``partition``: the whole :func:`partition` call including tracing with
-  ``jax.make_jaxpr`` and inlining, for reference.
+  ``jax.make_jaxpr`` and inlining, for reference (clusters are exported
+  lazily, when first run, so no lowering is timed).
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ def _best(fn: Callable[[], Any], repeats: int) -> float:
 def measure(layers: int, repeats: int = 5) -> dict[str, Any]:
     """Timings (best of ``repeats``, seconds) for one program size."""
     fn, args = make_program(layers)
-    closed, _, _ = trace(fn, args)
     axes = [None, 0]
+    closed, _, _ = trace(fn, args, axes)  # symbolic batch B, as partition() traces
     n_eqns = len(closed.jaxpr.eqns)
     analysis = analyze(closed.jaxpr, axes)
     t_analysis = _best(lambda: analyze(closed.jaxpr, axes), repeats)
