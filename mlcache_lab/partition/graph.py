@@ -266,6 +266,22 @@ class ClusterGraph:
 
         return summary(self)
 
+    def schedule(
+        self,
+        batch_size: int,
+        policy: str = "chunk",
+        micro_batch: int = 16,
+        **options: Any,
+    ) -> Any:
+        """This graph's queue scheduled for ``batch_size`` samples: a ``Plan``.
+
+        See :func:`mlcache_lab.schedule.schedule` for the policies and
+        ``options`` (``bucket_sizes``, ``devices``, ``store``).
+        """
+        from ..schedule import schedule
+
+        return schedule(self, batch_size, policy, micro_batch, **options)
+
     def to_dot(self) -> Any:
         """The cluster graph as a ``graphviz.Digraph`` (see :mod:`.display`)."""
         from .display import to_dot
