@@ -1,0 +1,45 @@
+"""A small graph, scheduled and run once cold and once warm, for the viz tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mlcache_lab as mcl
+
+
+def mixing_fn(w: Any, x: Any) -> Any:
+    """Batched work, batch-invariant work on ``w``, and a batch mean (mixes samples)."""
+    h = jnp.tanh(x @ (w * 2.0))
+    return h - h.mean(0)
+
+
+def example_args(batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(batch_size)
+    return (
+        rng.standard_normal((3, 3)).astype(np.float32),
+        rng.standard_normal((batch_size, 3)).astype(np.float32),
+    )
+
+
+@pytest.fixture(scope="module")
+def graph() -> mcl.ClusterGraph:
+    return mcl.partition(mixing_fn, *example_args(4), batch_axes=(None, 0))
+
+
+@pytest.fixture(scope="module")
+def memory_store() -> mcl.CacheStore:
+    return mcl.CacheStore(None)
+
+
+@pytest.fixture(scope="module")
+def cold_and_warm(graph: mcl.ClusterGraph, memory_store: mcl.CacheStore) -> tuple[Any, Any]:
+    """Two chunk plans on one graph: 37 rows (compiles), then 20 rows (compiles nothing)."""
+    cold = mcl.schedule(graph, 37, "chunk", 16, store=memory_store)
+    cold.run(*example_args(37))
+    warm = mcl.schedule(graph, 20, "chunk", 16, store=memory_store)
+    warm.run(*example_args(20))
+    return cold, warm
