@@ -1,4 +1,12 @@
-"""The ``mlcache-lab`` command line: ``demo`` runs the cache tour on the built-in transformer."""
+"""The ``mlcache-lab`` command line.
+
+* ``demo``: the tour on the built-in transformer: every pipeline change of the
+  cache table in fresh processes, the cluster graph (SVG), a schedule over
+  several batch sizes, and their plots, all in one output folder.
+* ``bench <study>``: a named study (ablation grids, the warm-start and
+  serving-trace benchmarks), CSV plus PNG plots.
+* ``cache info|clear|prune``: look at and manage a store.
+"""
 
 from __future__ import annotations
 
@@ -56,18 +64,126 @@ def demo(args: argparse.Namespace) -> int:
         rows.append(_row(change.name, change.description, changed, change.expected))
         _print_row(rows[-1])
     csv_path = out / "cache_changes.csv"
-    with csv_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    png = _plot(rows, out / "cache_changes.png")
+    _write_csv(csv_path, rows)
+    written = [csv_path, *filter(None, [_plot(rows, out / "cache_changes.png")])]
     ok = all(r["as_expected"] in ("yes", "") for r in rows)
     print(
         f"\n{len(rows)} runs in fresh processes, {time.perf_counter() - start:.1f} s; "
         f"every row as expected: {'yes' if ok else 'NO'}"
     )
-    print(f"wrote {csv_path}" + (f" and {png}" if png else ""))
+    written += _demo_graph(args, out)
+    written += _demo_schedule(args, out, store_root / "schedule")
+    print(f"\nwrote {len(written)} files to {out}:")
+    for path in written:
+        print(f"  {path.name}")
     return 0 if ok else 1
+
+
+def _demo_model(args: argparse.Namespace) -> Any:
+    from .models import get_model
+
+    return get_model("transformer", layers=args.layers, seq=args.seq, width=args.width)
+
+
+def _demo_graph(args: argparse.Namespace, out: Path) -> list[Path]:
+    """The cluster graph of the built-in transformer: SVG, or the .dot file without Graphviz."""
+    import mlcache_lab as mcl
+
+    model = _demo_model(args)
+    graph = mcl.partition(model.apply, *model.example_args(2), batch_axes=model.batch_axes)
+    kinds = [c.kind for c in graph.clusters]
+    print(
+        f"\ncluster graph: {len(graph.clusters)} clusters ({kinds.count('batched')} batched, "
+        f"{kinds.count('non_batched')} non-batched), {len(graph.dependencies)} dependencies"
+    )
+    dot = graph.to_dot()
+    dot_path = out / "cluster_graph.dot"
+    dot_path.write_text(dot.source)
+    if shutil.which("dot") is None:
+        print(
+            f"Graphviz's `dot` program is not installed: wrote {dot_path.name} only; render it "
+            "with `dot -Tsvg cluster_graph.dot -o cluster_graph.svg` after installing Graphviz "
+            "(apt-get install graphviz, brew install graphviz)."
+        )
+        return [dot_path]
+    svg_path = out / "cluster_graph.svg"
+    svg_path.write_bytes(dot.pipe(format="svg"))
+    return [dot_path, svg_path]
+
+
+def _demo_schedule(args: argparse.Namespace, out: Path, store_dir: Path) -> list[Path]:
+    """batched_jit over several batch sizes against jax.jit: seconds and compilations per call."""
+    import jax
+
+    import mlcache_lab as mcl
+
+    model = _demo_model(args)
+    params = model.init(jax.random.key(0))
+    store = mcl.CacheStore(store_dir)
+    batched = mcl.batched_jit(
+        model.apply,
+        batch_axes=model.batch_axes,
+        policy="chunk",
+        micro_batch=args.micro_batch,
+        store=store,
+    )
+    plain = jax.jit(model.apply)
+    seen: set[int] = set()
+    rows = []
+    print(f"\nschedule: policy chunk, micro_batch {args.micro_batch}, against jax.jit")
+    print(f"{'batch':>6} {'batched_jit s':>14} {'compiles':>9} {'jax.jit s':>10} {'compiles':>9}")
+    for size in args.sizes:
+        (x,) = model.make_inputs(size, jax.random.key(size))
+        t0 = time.perf_counter()
+        jax.block_until_ready(batched(params, x))
+        ours = time.perf_counter() - t0
+        assert batched.last_plan is not None and batched.last_plan.timeline is not None
+        compiles = batched.last_plan.timeline.compile_count()
+        t0 = time.perf_counter()
+        jax.block_until_ready(plain(params, x))
+        theirs = time.perf_counter() - t0
+        rows.append(
+            {
+                "batch_size": size,
+                "batched_jit_seconds": round(ours, 5),
+                "batched_jit_compilations": compiles,
+                "jax_jit_seconds": round(theirs, 5),
+                "jax_jit_compilations": int(size not in seen),
+            }
+        )
+        seen.add(size)
+        print(
+            f"{size:>6} {ours:14.4f} {compiles:9d} {theirs:10.4f} "
+            f"{rows[-1]['jax_jit_compilations']:9d}"
+        )
+    csv_path = out / "schedule.csv"
+    _write_csv(csv_path, rows)
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_c) = plt.subplots(1, 2, figsize=(10, 3.6))
+    calls = range(len(rows))
+    labels = [str(r["batch_size"]) for r in rows]
+    for key, name in (("batched_jit", "batched_jit (chunk)"), ("jax_jit", "jax.jit")):
+        ax_t.plot(calls, [r[f"{key}_seconds"] for r in rows], marker="o", label=name)
+        ax_c.plot(calls, [r[f"{key}_compilations"] for r in rows], marker="o", label=name)
+    for ax, label in ((ax_t, "seconds per call"), (ax_c, "XLA compilations per call")):
+        ax.set_xticks(list(calls), labels)
+        ax.set_xlabel("batch size, in call order")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.suptitle("a schedule over several batch sizes: no new compilation per size")
+    fig.tight_layout()
+    png = out / "schedule.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return [csv_path, png]
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _row(
@@ -126,37 +242,228 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
+def bench(args: argparse.Namespace) -> int:
+    """Run a named study; write its CSV and PNG plots to the output folder."""
+    from .experiments import studies
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    command = "mlcache-lab " + " ".join(args.argv)
+    start = time.perf_counter()
+    print(f"mlcache-lab bench {args.study}: {studies.STUDIES[args.study]}")
+    if args.study in studies.ABLATIONS:
+        written = studies.run_ablation(
+            args.study,
+            out,
+            quick=args.quick,
+            repeats=args.repeats,
+            n_jobs=args.n_jobs,
+            path=args.path,
+            scheduler_address=args.scheduler_address,
+            progress=not args.no_progress,
+            command=command,
+        )
+    else:
+        written = studies.run_benchmark(args.study, out, quick=args.quick, repeats=args.repeats)
+    print(f"\n{time.perf_counter() - start:.1f} s; wrote to {out}:")
+    for path in written:
+        print(f"  {path.name}")
+    return 0
+
+
+def cache(args: argparse.Namespace) -> int:
+    """Look at or manage a cache store."""
+    import mlcache_lab as mcl
+
+    path = Path(args.store).expanduser() if args.store else _default_store_root()
+    if args.action != "clear" and not path.is_dir():
+        print(f"no store at {path} (nothing cached yet); pass --store PATH for another one.")
+        return 0
+    store = mcl.CacheStore(path)
+    if args.action == "clear":
+        store.clear()
+        print(f"cleared {path}")
+        return 0
+    if args.action == "prune":
+        before = sum(v["bytes"] for v in store.stats().values())
+        store.reduce_size(args.max_bytes)
+        after = sum(v["bytes"] for v in store.stats().values())
+        print(f"pruned {path}: {_size(before)} -> {_size(after)} (bound {_size(args.max_bytes)})")
+        return 0
+    stats = store.stats()
+    print(f"store: {path}")
+    print(f"{'level':<8} {'entries':>8} {'size':>10}")
+    for level, s in stats.items():
+        print(f"{level:<8} {s['entries']:>8} {_size(s['bytes']):>10}")
+    total = sum(s["bytes"] for s in stats.values())
+    print(f"{'total':<8} {sum(s['entries'] for s in stats.values()):>8} {_size(total):>10}")
+    return 0
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors that name the command, the argument and the fix."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+
+
+def _positive(name: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a positive integer; got {text!r}"
+            ) from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer; got {value}")
+        return value
+
+    return parse
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--sizes must be positive batch sizes separated by commas, e.g. 1,5,8,13; got {text!r}"
+        )
+    return sizes
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from .experiments.studies import STUDIES
+
+    parser = _Parser(
         prog="mlcache-lab",
         description="Multi-level cached compilation and batch partitioning for JAX.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     d = sub.add_parser(
-        "demo", help="the cache tour on the built-in transformer", description=demo.__doc__
+        "demo",
+        help="the tour: cache changes, cluster graph, schedule, plots",
+        description=demo.__doc__,
     )
-    d.add_argument("--out", default="mlcache_lab_demo", help="output folder (CSV, PNG)")
+    d.add_argument("--out", default="mlcache_lab_demo", help="output folder (CSV, PNG, SVG)")
     d.add_argument(
         "--store",
         default=None,
         help="cache directory (default: <$MLCACHE_LAB_DIR or ~/.cache/mlcache_lab>/demo)",
     )
-    d.add_argument("--layers", type=int, default=12)
-    d.add_argument("--seq", type=int, default=64)
-    d.add_argument("--width", type=int, default=256)
-    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--layers", type=_positive("--layers"), default=12)
+    d.add_argument("--seq", type=_positive("--seq"), default=64)
+    d.add_argument("--width", type=_positive("--width"), default=256)
+    d.add_argument("--batch-size", type=_positive("--batch-size"), default=8)
+    d.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=[1, 5, 8, 13, 21, 32],
+        help="batch sizes the schedule runs, in order (default 1,5,8,13,21,32)",
+    )
+    d.add_argument(
+        "--micro-batch",
+        type=_positive("--micro-batch"),
+        default=8,
+        help="chunk size of the schedule (default 8)",
+    )
     d.set_defaults(run=demo)
+
+    studies = "\n".join(f"  {name:<14} {text}" for name, text in STUDIES.items())
+    b = sub.add_parser(
+        "bench",
+        help="run a named study: CSV + PNG plots",
+        description=f"{bench.__doc__}\n\nstudies:\n{studies}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument(
+        "study", choices=list(STUDIES), metavar="study", help=f"one of: {', '.join(STUDIES)}"
+    )
+    b.add_argument("--out", default="mlcache_lab_bench", help="output folder (CSV, PNG)")
+    b.add_argument("--quick", action="store_true", help="tiny models, one repeat (smoke test)")
+    b.add_argument(
+        "--repeats",
+        type=_positive("--repeats"),
+        default=None,
+        help="repeats per combination (default: the study's)",
+    )
+    b.add_argument(
+        "--n-jobs",
+        type=int,
+        default=None,
+        help="ablations: runs at a time (default 1; -1: one per CPU)",
+    )
+    b.add_argument(
+        "--path",
+        default=None,
+        help="ablations: study folder, for resuming (default under the cache dir)",
+    )
+    b.add_argument(
+        "--scheduler-address",
+        default=None,
+        help="ablations: a Dask scheduler (tcp://host:port); --path must be shared",
+    )
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(run=bench)
+
+    c = sub.add_parser("cache", help="look at or manage a store", description=cache.__doc__)
+    c.add_argument(
+        "action",
+        choices=["info", "clear", "prune"],
+        help="info: entries and bytes per level; clear: delete everything; "
+        "prune: evict least recently used entries down to --max-bytes",
+    )
+    c.add_argument(
+        "--store",
+        default=None,
+        help="the store (default: $MLCACHE_LAB_DIR or ~/.cache/mlcache_lab)",
+    )
+    c.add_argument(
+        "--max-bytes",
+        type=_positive("--max-bytes"),
+        default=None,
+        help="prune: the bound in bytes, e.g. 1073741824 for 1 GiB",
+    )
+    c.set_defaults(run=cache)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for name in ("layers", "seq", "width", "batch_size"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            flag = "--" + name.replace("_", "-")
-            print(f"mlcache-lab: {flag} must be a positive integer; got {value}.", file=sys.stderr)
-            return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    args.argv = argv
+    if args.command == "cache" and args.action == "prune" and args.max_bytes is None:
+        print(
+            "mlcache-lab cache prune: --max-bytes is required; e.g. "
+            "`mlcache-lab cache prune --max-bytes 1073741824` keeps at most 1 GiB.",
+            file=sys.stderr,
+        )
+        return 2
+    if (
+        args.command == "bench"
+        and args.n_jobs is not None
+        and (args.n_jobs == 0 or args.n_jobs < -1)
+    ):
+        print(
+            f"mlcache-lab bench: --n-jobs must be a positive integer or -1; got {args.n_jobs}.",
+            file=sys.stderr,
+        )
+        return 2
     return int(args.run(args))
 
 
