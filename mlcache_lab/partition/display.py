@@ -1,6 +1,8 @@
 """Text and Graphviz views of a :class:`ClusterGraph`; display never raises.
 
-In a notebook the graph shows itself as SVG rendered by Graphviz's ``dot``.
+In a notebook the graph shows itself as SVG rendered by Graphviz's ``dot``;
+``to_dot(detail="equations")`` lists every cluster's equations too, and
+``annotations`` add a line per cluster (what a schedule ran there).
 Edges are labelled with the shapes they carry, the batch dimension shown as
 ``B`` (a symbolic graph's shapes have it already; a concrete graph's batch axes
 are written as ``B`` too), so a picture reads the same at every batch size.
@@ -13,7 +15,10 @@ from __future__ import annotations
 
 import html as html_lib
 import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from jax.extend.core import Literal
 
 from .dims import format_shape
 
@@ -30,6 +35,12 @@ INSTALL_HINT = (
 COLORS = {"batched": "#b7e1cd", "invariant": "#e0e0e0", "mixes": "#f9cb9c"}
 MAX_LISTED = 30
 MAX_EDGE_SHAPES = 3
+MAX_EQUATIONS = 12
+DETAILS = ("clusters", "equations")
+LEGEND = (
+    "green: batched (any slice of the batch)   grey: invariant (no sample)   "
+    "orange: mixes samples   edges: shapes, batch dimension B"
+)
 
 
 class DisplayWarning(UserWarning):
@@ -74,22 +85,60 @@ def summary(graph: ClusterGraph) -> str:
     return "\n".join(lines)
 
 
-def to_dot(graph: ClusterGraph) -> Any:
+def to_dot(
+    graph: ClusterGraph,
+    detail: str = "clusters",
+    annotations: Mapping[int, str] | None = None,
+) -> Any:
     """The cluster graph as a ``graphviz.Digraph``: one box per cluster, edges = dependencies.
 
-    Colours: batched green, invariant grey, mixes orange.
+    Colours: batched green, invariant grey (non-batched, touches no sample),
+    mixes orange (non-batched, combines samples). Each box says its id,
+    category, number of equations and main primitives (and, for a mixing
+    cluster, which primitive mixes over which axis); each edge the shapes it
+    carries, the batch dimension shown as ``B``.
+
+    Args:
+      graph: the cluster graph.
+      detail: ``"clusters"`` (the default) or ``"equations"``: every box also
+        lists its equations, ``primitive(input shapes) -> output shapes``
+        (the first :data:`MAX_EQUATIONS`).
+      annotations: ``{cluster_id: text}`` added under a cluster's label, boxed
+        in bold (the Explorer writes how often each cluster ran and at what size).
+
+    Raises:
+      ValueError: an unknown ``detail``, or annotations for clusters the graph
+        does not have.
     """
     import graphviz
 
+    if detail not in DETAILS:
+        raise ValueError(
+            f"Valid options for 'detail' are {DETAILS}. Got detail={detail!r} instead."
+        )
+    notes = dict(annotations or {})
+    unknown = sorted(set(notes) - {c.id for c in graph.clusters})
+    if unknown:
+        raise ValueError(
+            f"'annotations' name clusters {unknown}, but {graph.name} has clusters "
+            f"0..{len(graph.clusters) - 1}. Fix: key the annotations by Cluster.id."
+        )
     dot = graphviz.Digraph(
         name=graph.name,
-        graph_attr={"rankdir": "TB"},
+        graph_attr={
+            "rankdir": "TB",
+            "label": LEGEND,
+            "labelloc": "b",
+            "fontname": "Helvetica",
+            "fontsize": "9",
+        },
         node_attr={
             "shape": "box",
             "style": "filled,rounded",
             "fontname": "Helvetica",
             "fontsize": "10",
         },
+        edge_attr={"fontname": "Helvetica", "fontsize": "9"},
     )
     for c in graph.clusters:
         label = f"#{c.id} {c.category}\n{len(c)} eqns: {_main_primitives(c)}"
@@ -97,10 +146,36 @@ def to_dot(graph: ClusterGraph) -> Any:
             label += "\n" + c.reason.removeprefix("mixes: ")[:60]
         if c.needs_batch_size:
             label += "\nneeds B"
-        dot.node(f"c{c.id}", label, fillcolor=COLORS.get(c.category, "white"))
+        attrs = {"fillcolor": COLORS.get(c.category, "white")}
+        if detail == "equations":
+            label += "\n\n" + "".join(f"{line}\\l" for line in _equation_lines(graph, c))
+        if c.id in notes:
+            label += "\n" + notes[c.id]
+            attrs["penwidth"] = "2"
+        dot.node(f"c{c.id}", label, **attrs)
     for a, b in graph.dependencies:
         dot.edge(f"c{a}", f"c{b}", label=edge_label(graph, a, b))
     return dot
+
+
+def _var_text(graph: ClusterGraph, v: Any) -> str:
+    if isinstance(v, Literal):
+        return str(v.val)
+    return format_shape(v.aval, None if graph.symbolic else graph.analysis.axes.get(v))
+
+
+def _equation_lines(graph: ClusterGraph, cluster: Cluster) -> list[str]:
+    """``primitive(input shapes) -> output shapes`` per equation, batch dimension as ``B``."""
+    eqns = graph.jaxpr.jaxpr.eqns
+    lines = []
+    for i in cluster.equations[:MAX_EQUATIONS]:
+        eqn = eqns[i]
+        ins = ", ".join(_var_text(graph, v) for v in eqn.invars)
+        outs = ", ".join(_var_text(graph, v) for v in eqn.outvars)
+        lines.append(f"{eqn.primitive.name}({ins}) -> {outs}")
+    if len(cluster) > MAX_EQUATIONS:
+        lines.append(f"... {len(cluster) - MAX_EQUATIONS} more equations")
+    return lines
 
 
 def edge_label(graph: ClusterGraph, producer: int, consumer: int) -> str:
@@ -149,6 +224,7 @@ def mimebundle(graph: ClusterGraph) -> dict[str, str]:
 def html(graph: ClusterGraph) -> str:
     """The SVG inline in HTML; on any rendering failure, the DOT source and a hint."""
     try:
-        return _svg(graph)
+        svg = _svg(graph)
+        return svg[svg.find("<svg") :]  # no XML prolog inside HTML
     except Exception as error:  # display must never raise
         return _fallback(graph, error)

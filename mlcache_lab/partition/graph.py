@@ -282,11 +282,15 @@ class ClusterGraph:
 
         return schedule(self, batch_size, policy, micro_batch, **options)
 
-    def to_dot(self) -> Any:
-        """The cluster graph as a ``graphviz.Digraph`` (see :mod:`.display`)."""
+    def to_dot(self, detail: str = "clusters", annotations: Any = None) -> Any:
+        """The cluster graph as a ``graphviz.Digraph`` (see :func:`.display.to_dot`).
+
+        ``detail="equations"`` lists each cluster's equations; ``annotations``
+        (``{cluster_id: text}``) adds a line under a cluster's label.
+        """
         from .display import to_dot
 
-        return to_dot(self)
+        return to_dot(self, detail, annotations)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         from .display import mimebundle

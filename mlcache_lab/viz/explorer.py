@@ -110,17 +110,8 @@ def cluster_notes(timeline: Timeline) -> dict[int, str]:
 
 
 def annotated_dot(graph: ClusterGraph, notes: Mapping[int, str]) -> Any:
-    """``graph.to_dot()`` with ``notes[cluster_id]`` added under each cluster's label."""
-    try:
-        return graph.to_dot(annotations=notes)  # type: ignore[call-arg]
-    except TypeError:
-        pass
-    dot = graph.to_dot()
-    # DOT merges attributes of a node declared twice: the later xlabel is added.
-    for cid, note in notes.items():
-        dot.node(f"c{cid}", xlabel=note, fontcolor="#1a237e")
-    dot.attr(forcelabels="true")
-    return dot
+    """``graph.to_dot()`` with ``notes[cluster_id]`` under each cluster's label, boxed in bold."""
+    return graph.to_dot(annotations=notes)
 
 
 def _svg(dot: Any) -> str:
