@@ -123,7 +123,7 @@ def levels(results: Results | Table, *, models: Sequence[str] | None = None) -> 
                 )
         ax.set_xticks(range(len(scenarios)), scenarios, rotation=25, ha="right")
         ax.set_ylabel("seconds (median)")
-        ax.set_title(f"{model}: first call in a fresh process, per cache-level setting")
+        ax.set_title(f"{model}: first call in a fresh process", fontsize=10)
         ax.margins(y=0.35)
     handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[k]) for k in (*LEVELS, "execute")]
     axes[0, 0].legend(handles, [*LEVELS, "execution + other"], loc="upper left", fontsize=8)
@@ -189,7 +189,7 @@ def speedup(
         ax.set_yscale("log")
         ax.set_xticks(range(len(scenarios)), scenarios, rotation=25, ha="right")
         ax.set_ylabel(f"speed-up over {baseline}")
-        ax.set_title(f"{model}: first call, median over repeats (log scale)")
+        ax.set_title(f"{model}: first call, median over repeats (log scale)", fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
