@@ -14,6 +14,7 @@ EXPECTED = (
     "01_quickstart.ipynb",
     "02_multilevel_cache.ipynb",
     "03_batch_partitioning.ipynb",
+    "04_ablation.ipynb",
 )
 
 
