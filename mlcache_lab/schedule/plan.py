@@ -210,12 +210,16 @@ class Plan:
                 ]
             start = time.perf_counter() - t0
             outs, compilation = self._call(executor, segment, device, args, chunk.run_size)
-            if not spread:
+            end = None
+            if not spread:  # one device: each chunk's end is when its results are ready
                 jax.block_until_ready(outs)
-            pending.append((k, chunk, device, start, outs, compilation))
+                end = time.perf_counter() - t0
+            pending.append((k, chunk, device, start, end, outs, compilation))
         results = []
-        for k, chunk, device, start, outs, compilation in pending:
-            jax.block_until_ready(outs)  # dispatched asynchronously under "devices"
+        for k, chunk, device, start, end, outs, compilation in pending:
+            if end is None:  # dispatched asynchronously under "devices": ready in order
+                jax.block_until_ready(outs)
+                end = time.perf_counter() - t0
             timeline.executions.append(
                 Execution(
                     segment.index,
@@ -227,7 +231,7 @@ class Plan:
                     chunk.run_size,
                     None if device is None else device.id,
                     start,
-                    time.perf_counter() - t0,
+                    end,
                     compilation,
                 )
             )

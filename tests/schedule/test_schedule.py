@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import numpy as np
 import pytest
@@ -170,3 +172,13 @@ def test_concrete_graph_runs_whole_only():
     assert_close(plan.run(w, x), hardcoded(w, x))
     with pytest.raises(ValueError, match=r"policy='chunk' splits the batch, which needs a graph"):
         g.schedule(batch_size=4, policy="chunk")
+
+
+def test_chunks_on_one_device_end_before_the_next_starts():
+    fn, params, make = zoo_case("mlp")
+    g = mcl.partition(fn, params, *make(4, jax.random.key(0)), batch_axes=(None, 0))
+    plan = schedule(g, 40, "chunk", 8, store=mcl.CacheStore(None))
+    plan.run(params, *make(40, jax.random.key(0)))
+    split = [e for e in plan.timeline.executions if e.mode == "split"]
+    for a, b in itertools.pairwise(split):
+        assert a.end <= b.start
