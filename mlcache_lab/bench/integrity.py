@@ -25,17 +25,18 @@ Run: ``python -m mlcache_lab.bench.integrity [--layers 12] [--batch 8] [--repeat
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from .fresh_process import bench_main, spawn_child
+
+MODULE = "mlcache_lab.bench.integrity"
 
 __all__ = ["main", "run_benchmark", "summarize"]
 
@@ -95,19 +96,7 @@ def _spawn(variant: str, workdir: str, layers: int, batch: int) -> dict[str, Any
     if variant == "unverified":
         env[_UNSAFE] = "1"
     env["MLCACHE_LAB_KEY_FILE"] = os.path.join(workdir, "hmac.key")
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "mlcache_lab.bench.integrity", "--child", variant),
-            *("--workdir", workdir, "--layers", str(layers), "--batch", str(batch)),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{variant} process failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return spawn_child(MODULE, variant, workdir, layers, batch, env)
 
 
 def run_benchmark(
@@ -188,23 +177,16 @@ def summarize(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mlcache_lab.bench.integrity", description=__doc__.split("\n\n")[0]
+    return bench_main(
+        argv,
+        module=MODULE,
+        doc=__doc__ or "",
+        variants=VARIANTS,
+        defaults={"layers": 12, "batch": 8, "repeats": 15, "out": "data/integrity.csv"},
+        child=_child,
+        run=run_benchmark,
+        summarize=summarize,
     )
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--out", default="data/integrity.csv")
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(_child(args.child, args.workdir, args.layers, args.batch)))
-        return 0
-    rows = run_benchmark(args.layers, args.batch, args.repeats, Path(args.out))
-    print(summarize(rows))
-    print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

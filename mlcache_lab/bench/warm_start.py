@@ -20,17 +20,18 @@ Run: ``python -m mlcache_lab.bench.warm_start [--layers 48] [--repeats 7]``.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from .fresh_process import bench_main, spawn_child
+
+MODULE = "mlcache_lab.bench.warm_start"
 
 __all__ = ["main", "run_benchmark"]
 
@@ -94,27 +95,7 @@ def _child(variant: str, workdir: str, layers: int, batch: int) -> dict[str, Any
 
 
 def _spawn(variant: str, workdir: str, layers: int, batch: int) -> dict[str, Any]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlcache_lab.bench.warm_start",
-            "--child",
-            variant,
-            "--workdir",
-            workdir,
-            "--layers",
-            str(layers),
-            "--batch",
-            str(batch),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{variant} process failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return spawn_child(MODULE, variant, workdir, layers, batch)
 
 
 def _prepare(workdir: str, layers: int, batch: int) -> None:
@@ -203,23 +184,16 @@ def summarize(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mlcache_lab.bench.warm_start", description=__doc__.split("\n\n")[0]
+    return bench_main(
+        argv,
+        module=MODULE,
+        doc=__doc__ or "",
+        variants=VARIANTS,
+        defaults={"layers": 48, "batch": 8, "repeats": 7, "out": "data/warm_start.csv"},
+        child=_child,
+        run=run_benchmark,
+        summarize=summarize,
     )
-    parser.add_argument("--layers", type=int, default=48)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", default="data/warm_start.csv")
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(_child(args.child, args.workdir, args.layers, args.batch)))
-        return 0
-    rows = run_benchmark(args.layers, args.batch, args.repeats, Path(args.out))
-    print(summarize(rows))
-    print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":
