@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..stages.processes import run_json_child
 
 __all__ = ["bench_main", "spawn_child"]
 
@@ -29,19 +29,12 @@ def spawn_child(
     env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``module``'s child for ``variant`` in a fresh process; its JSON result."""
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", module, "--child", variant),
-            *("--workdir", workdir, "--layers", str(layers), "--batch", str(batch)),
-        ],
-        capture_output=True,
-        text=True,
-        env=None if env is None else dict(env),
-        check=False,
+    return run_json_child(
+        module,
+        ["--child", variant, "--workdir", workdir, "--layers", str(layers), "--batch", str(batch)],
+        what=f"the {variant} process",
+        env=env,
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{variant} process failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def bench_main(

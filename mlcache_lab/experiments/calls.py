@@ -14,11 +14,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 from typing import Any
 
 from ..stages.changes import CallSpec, write_model_module
+from ..stages.processes import run_json_child
 from .levels import check_setting
 
 __all__ = ["PROGRAMS", "Call", "run_call"]
@@ -95,17 +94,10 @@ def run_call(call: Call, *, timeout: float = 600.0) -> dict[str, Any]:
     """
     write_model_module(call.spec)
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlcache_lab.experiments.child", call.to_json()],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    return run_json_child(
+        "mlcache_lab.experiments.child",
+        [call.to_json()],
+        what=f"the fresh process for {call.spec.model}/{call.cache_levels}/{call.program}",
         env=env,
-        check=False,
+        timeout=timeout,
     )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"the fresh process for {call.spec.model}/{call.cache_levels}/{call.program} failed "
-            f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}"
-        )
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]

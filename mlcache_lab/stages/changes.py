@@ -15,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .processes import run_json_child
 
 __all__ = ["CHANGES", "CallSpec", "Change", "run_change", "run_fresh", "write_model_module"]
 
@@ -91,18 +92,13 @@ def run_fresh(spec: CallSpec, *, timeout: float = 300.0) -> dict[str, Any]:
     write_model_module(spec)
     env = dict(os.environ)
     env.pop("PYTHONHASHSEED", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlcache_lab.stages.changes", json.dumps(dataclasses.asdict(spec))],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    return run_json_child(
+        "mlcache_lab.stages.changes",
+        [json.dumps(dataclasses.asdict(spec))],
+        what="the fresh process",
         env=env,
-        check=False,
+        timeout=timeout,
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"fresh process failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    last = proc.stdout.strip().splitlines()[-1]
-    return json.loads(last)  # type: ignore[no-any-return]
 
 
 @dataclasses.dataclass(frozen=True)
