@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from jax import export as jax_export
 from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, Literal, Var, jaxpr_as_fun
 
 from ..cache.keys import digest
-from ..partition.cluster import BATCH_DIM
+from ..partition.dims import batch_dim, is_batch_dim, is_symbolic, jaxpr_mentions_batch
 from ..partition.graph import ClusterGraph
 
 __all__ = ["MODES", "Segment", "SegmentProgram", "build_segments"]
@@ -99,33 +97,19 @@ def _dims(v: Any) -> tuple[Any, ...]:
 
 def _batch_axis(v: Any) -> int | None:
     for i, d in enumerate(_dims(v)):
-        if jax_export.is_symbolic_dim(d) and str(d) == BATCH_DIM:
+        if is_batch_dim(d):
             return i
     return None
 
 
-def _symbolic(v: Any) -> bool:
-    return any(jax_export.is_symbolic_dim(d) for d in _dims(v))
-
-
 def _exactly_batched(v: Any) -> bool:
     """Every symbolic dimension of ``v`` is ``B`` itself (so it can be sliced)."""
-    return all(str(d) == BATCH_DIM for d in _dims(v) if jax_export.is_symbolic_dim(d))
+    return all(is_batch_dim(d) for d in _dims(v) if is_symbolic(d))
 
 
-_MENTIONS_B = re.compile(rf"\b{BATCH_DIM}\b")
-
-
-def _mentions_batch(eqns: Sequence[Any], in_vars: Sequence[Var]) -> bool:
-    """Whether the program depends on ``B`` anywhere: shapes, parameters, literals.
-
-    Printed jaxprs name variables in lower case, so an upper-case ``B`` is the
-    batch dimension (a shape, a ``broadcast_in_dim`` size, the count a batch
-    mean divides by, ...).
-    """
-    if any(_symbolic(v) for v in in_vars):
-        return True
-    return any(_MENTIONS_B.search(str(e)) for e in eqns)
+def _mentions_batch(graph: ClusterGraph, cids: Sequence[int]) -> bool:
+    """Whether the clusters depend on ``B`` anywhere: shapes or parameters."""
+    return any(jaxpr_mentions_batch(graph.clusters[c].jaxpr.jaxpr) for c in cids)
 
 
 def _cluster_mode(graph: ClusterGraph, cid: int, policy: str) -> str:
@@ -134,8 +118,7 @@ def _cluster_mode(graph: ClusterGraph, cid: int, policy: str) -> str:
     cluster = graph.clusters[cid]
     if cluster.kind == "batched":
         return "split"
-    jaxpr = cluster.jaxpr.jaxpr
-    return "whole" if _mentions_batch(jaxpr.eqns, jaxpr.invars) else "once"
+    return "whole" if _mentions_batch(graph, [cid]) else "once"
 
 
 def fusing_order(graph: ClusterGraph, modes: dict[int, str]) -> list[int]:
@@ -209,9 +192,7 @@ def _make_segment(graph: ClusterGraph, index: int, mode: str, cids: Sequence[int
     read_later = _read_outside(graph, frozenset(member_set))
     outputs = [v for e in eqns for v in e.outvars if v in read_later]
     in_vars = list(inputs)
-    carrier = _mentions_batch(eqns, in_vars) and not any(
-        _batch_axis(v) is not None for v in in_vars
-    )
+    carrier = _mentions_batch(graph, cids) and not any(_batch_axis(v) is not None for v in in_vars)
     binders = list(in_vars)
     if carrier:
         binders.insert(0, Var(_carrier_aval(graph)))
@@ -244,9 +225,8 @@ def _carrier_aval(graph: ClusterGraph) -> Any:
 
     for v in graph.jaxpr.jaxpr.invars:
         for d in _dims(v):
-            if jax_export.is_symbolic_dim(d):
-                (batch,) = jax_export.symbolic_shape(BATCH_DIM, scope=d.scope)
-                return core.ShapedArray((batch,), np.dtype(np.int8))
+            if is_symbolic(d):
+                return core.ShapedArray((batch_dim(d.scope),), np.dtype(np.int8))
     raise AssertionError("a carrier was asked for in a graph without a symbolic batch")
 
 
