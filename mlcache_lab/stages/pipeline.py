@@ -59,7 +59,7 @@ __all__ = [
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 EXPORT_FORMAT = 1
 _CALLING_CONVENTION = jax_export.maximum_supported_calling_convention_version
-EXECUTABLE_FORMAT = 1
+EXECUTABLE_FORMAT = 2  # 2: unused inputs pruned
 
 
 class NotCacheable(Exception):
@@ -340,6 +340,27 @@ def run_lower(
     return LowerArtifact(exported, art.out_tree, bytes(exported.serialize()))
 
 
+def _kept_inputs_call(exported: jax_export.Exported) -> Callable[..., Any]:
+    """``exported.call`` whose unused inputs the executable does not take.
+
+    The StableHLO module drops unused arguments (``module_kept_var_idx``) but
+    ``exported.call`` still binds them all, so an executable compiled from it
+    would transfer every input. Passing zeros of the same type in their place
+    leaves them unused in the outer program too, and ``jax.jit`` prunes them
+    (``keep_unused=False``, its default): as with ``jax.jit(fn)``, only the
+    inputs the program reads are transferred.
+    """
+    kept = set(exported.module_kept_var_idx)
+    if len(kept) == len(exported.in_avals):
+        return exported.call
+
+    def call(*leaves: Any) -> Any:
+        inputs = [x if i in kept else jax.numpy.zeros_like(x) for i, x in enumerate(leaves)]
+        return exported.call(*inputs)
+
+    return call
+
+
 def run_compile(
     art: LowerArtifact,
     sig: Signature,
@@ -352,7 +373,7 @@ def run_compile(
     if device is not None:  # an executable runs on the device it was compiled for
         sharding = SingleDeviceSharding(device)
         placement = {"in_shardings": sharding, "out_shardings": sharding}
-    jitted = jax.jit(art.exported.call, donate_argnums=sig.flat_donate, **placement)
+    jitted = jax.jit(_kept_inputs_call(art.exported), donate_argnums=sig.flat_donate, **placement)
     compiled = (
         jitted.trace(*concrete)
         .lower()
