@@ -66,6 +66,8 @@ _DECODERS: dict[str, Any] = {
     "compile": pipeline.CompileArtifact,
 }
 _trace_context = jax_config.trace_context
+_tree_flatten = jax.tree_util.tree_flatten
+_tree_unflatten = jax.tree_util.tree_unflatten
 _JAX = "jax.jit"  # a fast-path entry meaning: this signature is jax.jit's to run
 
 
@@ -139,6 +141,7 @@ class CachedFunction:
         self._fingerprint: Fingerprint | None = None
         self._fast: dict[Any, Any] = {}
         self._static_positions: dict[int, tuple[int, ...]] = {}
+        self._has_statics = bool(self._static or self._static_names)
         self.last_report: StageReport | None = None
         # Identity reads as the wrapped function's, as jax.jit's does.
         functools.update_wrapper(self, fn)
@@ -221,9 +224,6 @@ class CachedFunction:
         Raises:
           TypeError: a static argument is not hashable.
         """
-        if not (self._static or self._static_names):
-            leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-            return (_trace_context(), treedef, tuple(map(_leaf_key, leaves))), leaves
         static = self._static_positions.get(len(args))
         if static is None:
             static = self._static_positions[len(args)] = positions(self._static, len(args))
@@ -240,17 +240,28 @@ class CachedFunction:
         return key, leaves
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
+        if self._has_statics:
+            try:
+                key, leaves = self._fast_key(args, kwargs)
+            except TypeError:  # an unhashable static argument: jax.jit raises its own error
+                return self._jitted(*args, **kwargs)
+        else:  # the common case, inline: this is the per-call overhead
+            leaves, treedef = _tree_flatten((args, kwargs))
+            key = (_trace_context(), treedef, tuple(map(_leaf_key, leaves)))
         try:
-            key, leaves = self._fast_key(args, kwargs)
-        except TypeError:  # an unhashable static argument: jax.jit raises its own error
+            fast = self._fast.get(key)
+        except TypeError:  # a leaf whose shape or dtype is not hashable: jax.jit's to judge
             return self._jitted(*args, **kwargs)
-        fast = self._fast.get(key)
         if fast is not None:
             if fast is _JAX:
                 return self._jitted(*args, **kwargs)
             art, self.last_report = fast
-            return jax.tree_util.tree_unflatten(art.out_tree, art.compiled(*leaves))
+            return _tree_unflatten(art.out_tree, art.compiled(*leaves))
+        return self._miss(key, args, kwargs)
+
+    def _miss(self, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A call the fast path has not seen: resolve it, or hand it to jax.jit."""
+        start = time.perf_counter()
         sig = self._cacheable_signature(args, kwargs)
         if sig is None:
             self._fast[key] = _JAX
