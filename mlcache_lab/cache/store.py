@@ -464,6 +464,10 @@ class CacheStore:
         if chain_key is not None:
             lvl.pointers[chain_key] = content_key
 
+    def forget(self, level: str, content_key: str) -> None:
+        """Drop one artifact from this process's memory (the disk entry stays)."""
+        self._levels[level].objects.pop(content_key, None)
+
     def write(
         self,
         level: str,

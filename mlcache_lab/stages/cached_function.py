@@ -3,12 +3,16 @@
 How a call finds its executable (DESIGN.md, "Cache keys"):
 
 1. In-process fast path: a call whose signature was seen before goes straight
-   to the loaded executable.
+   to the loaded executable. The signature is what ``jax.jit`` keys its own
+   cache on: JAX's trace context (x64, rank promotion, matmul precision,
+   default device, the enclosing ``vmap``/``shard_map`` axis environment,
+   ...), the argument tree, the static arguments by type and value, and each
+   leaf's type, shape, dtype and weak type.
 2. Otherwise the chain keys of the three levels are computed (no tracing
    needed: the trace config is the function's fingerprint plus the abstract
-   inputs) and looked up *deepest first*: a hit at ``compile`` bypasses
-   ``trace`` and ``lower`` (they are not even loaded), a hit at ``lower``
-   bypasses ``trace``.
+   inputs and the trace context) and looked up *deepest first*: a hit at
+   ``compile`` bypasses ``trace`` and ``lower`` (they are not even loaded), a
+   hit at ``lower`` bypasses ``trace``.
 3. Each level after the deepest hit is looked up by *content* (hash of the
    previous level's artifact and this level's config) before it is
    regenerated, so an edit that leaves the jaxpr unchanged reuses the
@@ -18,19 +22,32 @@ How a call finds its executable (DESIGN.md, "Cache keys"):
    miss can say which one changed.
 
 A function whose fingerprint is unreliable (see
-:mod:`mlcache_lab.cache.fingerprint`) skips step 2: it is always traced, and
-the levels after trace are found by content.
+:mod:`mlcache_lab.cache.fingerprint`), or a trace context with no stable
+description, skips step 2: it is always traced, and the levels after trace
+are found by content.
+
+Where caching cannot apply, the call is ``jax.jit(fn)``'s, with the same
+arguments, exactly: under a transformation (an argument or a closed-over value
+is a tracer), under ``jax.disable_jit()``, for inputs JAX accepts that are not
+arrays (tokens, ``ShapeDtypeStruct`` under ``eval_shape``), for programs that
+take or return tokens, and for every input ``jax.jit`` rejects (so the errors
+are JAX's own).
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+import types
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+from jax._src import api_util
 from jax._src import config as jax_config
+from jax._src import util as jax_util
 from jax._src.array import ArrayImpl
 
 from ..cache.fingerprint import Fingerprint, fingerprint_function
@@ -38,7 +55,7 @@ from ..cache.keys import KeyComponents, chain_key, content_key, explain_change
 from ..cache.store import LEVELS, CacheStore, Lookup, default_store
 from . import pipeline
 from .report import LevelReport, StageReport
-from .signature import Signature, _TracerArgument, make_signature, normalize_argnums
+from .signature import NotAnArray, Signature, TracerArgument, make_signature, positions
 
 __all__ = ["CachedFunction", "cached_jit"]
 
@@ -48,6 +65,10 @@ _DECODERS: dict[str, Any] = {
     "lower": pipeline.LowerArtifact,
     "compile": pipeline.CompileArtifact,
 }
+_trace_context = jax_config.trace_context
+_tree_flatten = jax.tree_util.tree_flatten
+_tree_unflatten = jax.tree_util.tree_unflatten
+_JAX = "jax.jit"  # a fast-path entry meaning: this signature is jax.jit's to run
 
 
 class CachedFunction:
@@ -68,9 +89,26 @@ class CachedFunction:
         compiler_options: Mapping[str, Any] | None,
         lowering_platforms: Sequence[str] | None,
         device: Any = None,
+        static_argnames: str | Iterable[str] | None = None,
+        donate_argnames: str | Iterable[str] | None = None,
     ) -> None:
-        if not callable(fn):
-            raise TypeError(f"cached_jit expects a callable 'fn'. Got fn={fn!r}.")
+        # jax.jit validates fn and the argument numbers and names, with its own errors
+        # (a non-callable, a generator function, a staticmethod, a name fn does not take).
+        self._jitted = jax.jit(
+            fn,
+            static_argnums=static_argnums,
+            static_argnames=static_argnames,
+            donate_argnums=donate_argnums,
+            donate_argnames=donate_argnames,
+        )
+        donate, donate_names, static, static_names = api_util.resolve_argnums(
+            fn,
+            api_util.fun_signature(fn),
+            donate_argnums,
+            donate_argnames,
+            static_argnums,
+            static_argnames,
+        )
         if store is not None and not isinstance(store, CacheStore):
             raise TypeError(
                 f"'store' must be a mlcache_lab.CacheStore or None (the default store). "
@@ -90,14 +128,8 @@ class CachedFunction:
         self._fn = fn
         self._store = store
         self._batch_axes = batch_axes
-        self._static = normalize_argnums("static_argnums", static_argnums)
-        self._donate = normalize_argnums("donate_argnums", donate_argnums)
-        overlap = set(self._static) & set(self._donate)
-        if overlap:
-            raise ValueError(
-                f"arguments {sorted(overlap)} are both static and donated; an argument can be "
-                "one or the other. Remove them from static_argnums or donate_argnums."
-            )
+        self._static, self._static_names = tuple(static), tuple(static_names)
+        self._donate, self._donate_names = tuple(donate), tuple(donate_names)
         self._compiler_options = dict(compiler_options) if compiler_options else None
         self._platforms = tuple(lowering_platforms) if lowering_platforms else None
         if device is not None and not isinstance(device, jax.Device):
@@ -107,14 +139,20 @@ class CachedFunction:
             )
         self._device = device
         self._fingerprint: Fingerprint | None = None
-        self._fast: dict[Any, tuple[pipeline.CompileArtifact, StageReport]] = {}
+        self._fast: dict[Any, Any] = {}
+        self._static_positions: dict[int, tuple[int, ...]] = {}
+        self._has_statics = bool(self._static or self._static_names)
         self.last_report: StageReport | None = None
+        # Identity reads as the wrapped function's, as jax.jit's does.
+        functools.update_wrapper(self, fn)
         name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-        self.__name__ = getattr(fn, "__name__", name)
         self.__qualname__ = name
-        self.__doc__ = getattr(fn, "__doc__", None)
-        self.__wrapped__ = fn
+        self.__name__ = getattr(fn, "__name__", name)
         self._function_id = f"{getattr(fn, '__module__', '?')}.{name}"
+        # The traced programs this function put in the store's memory hold the values it
+        # closes over: they go when the function does, as jax.jit's cache entries do.
+        self._remembered: list[tuple[str, str]] = []
+        weakref.finalize(self, _forget, self._store, self._remembered)
 
     # ------------------------------------------------------------ properties
     @property
@@ -129,7 +167,17 @@ class CachedFunction:
         return self._fingerprint
 
     def __repr__(self) -> str:
-        return f"cached_jit({self.__qualname__}, store={self.store!r})"
+        try:
+            return f"<CachedFunction of {self._fn!r}>"
+        except Exception:  # a repr never raises, as jax.jit's does not
+            return "<CachedFunction>"
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        """Decorating a method binds ``self`` like a function does (as ``jax.jit``)."""
+        return self if instance is None else types.MethodType(self, instance)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"function_name": jax_util.fun_name(self._fn)}
 
     def with_options(
         self,
@@ -140,12 +188,15 @@ class CachedFunction:
         device: Any = ...,
     ) -> CachedFunction:
         """The same function and store with another config (``...`` keeps the current one)."""
+        donating = donate_argnums is not ...
         return CachedFunction(
             self._fn,
             store=self._store,
             batch_axes=self._batch_axes,
             static_argnums=self._static,
-            donate_argnums=self._donate if donate_argnums is ... else donate_argnums,
+            static_argnames=self._static_names,
+            donate_argnums=donate_argnums if donating else self._donate,
+            donate_argnames=None if donating else self._donate_names,
             compiler_options=(
                 self._compiler_options if compiler_options is ... else compiler_options
             ),
@@ -163,54 +214,115 @@ class CachedFunction:
             static_argnums=self._static,
             donate_argnums=self._donate,
             batch_axes=self._batch_axes,
+            static_argnames=self._static_names,
+            donate_argnames=self._donate_names,
         )
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        if self._static:
-            statics = tuple(args[i] for i in self._static if i < len(args))
-            dynamic = tuple(a for i, a in enumerate(args) if i not in self._static)
-        else:
-            statics, dynamic = (), args
+    def _fast_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list[Any]]:
+        """What jax.jit keys its cache on, and the dynamic leaves.
+
+        Raises:
+          TypeError: a static argument is not hashable.
+        """
+        static = self._static_positions.get(len(args))
+        if static is None:
+            static = self._static_positions[len(args)] = positions(self._static, len(args))
+        # By type and value, as JAX does: 1, True and 1.0 are equal but three programs.
+        statics: list[Any] = [(type(args[i]), args[i]) for i in static]
+        if kwargs and self._static_names:
+            names = self._static_names
+            statics.extend((k, type(v), v) for k, v in sorted(kwargs.items()) if k in names)
+            kwargs = {k: v for k, v in kwargs.items() if k not in names}
+        dynamic = tuple(a for i, a in enumerate(args) if i not in static) if static else args
         leaves, treedef = jax.tree_util.tree_flatten((dynamic, kwargs))
-        # The fast path keys on what jax.jit keys on: tree, statics, leaf types.
-        key: Any = (treedef, statics, tuple(map(_leaf_key, leaves)))
+        key = (_trace_context(), treedef, tuple(statics), tuple(map(_leaf_key, leaves)))
+        hash(key)
+        return key, leaves
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._has_statics:
+            try:
+                key, leaves = self._fast_key(args, kwargs)
+            except TypeError:  # an unhashable static argument: jax.jit raises its own error
+                return self._jitted(*args, **kwargs)
+        else:  # the common case, inline: this is the per-call overhead
+            leaves, treedef = _tree_flatten((args, kwargs))
+            key = (_trace_context(), treedef, tuple(map(_leaf_key, leaves)))
         try:
             fast = self._fast.get(key)
-        except TypeError:  # an unhashable static: make_signature explains
-            fast, key = None, None
+        except TypeError:  # a leaf whose shape or dtype is not hashable: jax.jit's to judge
+            return self._jitted(*args, **kwargs)
         if fast is not None:
+            if fast is _JAX:
+                return self._jitted(*args, **kwargs)
             art, self.last_report = fast
-            return jax.tree_util.tree_unflatten(art.out_tree, art.compiled(*leaves))
+            return _tree_unflatten(art.out_tree, art.compiled(*leaves))
+        return self._miss(key, args, kwargs)
+
+    def _miss(self, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A call the fast path has not seen: resolve it, or hand it to jax.jit."""
+        start = time.perf_counter()
+        sig = self._cacheable_signature(args, kwargs)
+        if sig is None:
+            self._fast[key] = _JAX
+            return self._jitted(*args, **kwargs)
         try:
-            sig = self._signature(args, kwargs)
-        except _TracerArgument:  # under grad/vmap/jit: behave exactly like jax.jit
-            return jax.jit(self._fn, static_argnums=self._static, donate_argnums=self._donate)(
-                *args, **kwargs
-            )
-        arts, report = self._resolve(sig, upto="compile")
-        art = arts["compile"]  # type: ignore[assignment]
+            arts, report = self._resolve(sig, upto="compile")
+        except pipeline.NotCacheable:  # e.g. a program that takes or returns a token
+            self._fast[key] = _JAX
+            return self._jitted(*args, **kwargs)
+        art = arts["compile"]
+        assert isinstance(art, pipeline.CompileArtifact)
         report.total_seconds = time.perf_counter() - start
         self.last_report = report
-        if key is not None:
-            self._fast[key] = (art, _fast_report(report))
+        self._fast[key] = (art, _fast_report(report))
         out = art.compiled(*sig.dynamic)
         return jax.tree_util.tree_unflatten(art.out_tree, out)
+
+    def _cacheable_signature(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Signature | None:
+        """The call's signature, or None where the call is ``jax.jit``'s to run."""
+        if jax_config.disable_jit.value:
+            return None
+        try:
+            sig = self._signature(args, kwargs)
+        except (TracerArgument, NotAnArray):  # under a transformation; a token; a bad input
+            return None
+        try:
+            self.fingerprint  # noqa: B018 - computed here so that a tracer in it is seen
+        except (jax.errors.TracerArrayConversionError, jax.errors.JaxRuntimeError):
+            # fn closes over a value with no bytes to read: a tracer of an outer
+            # transformation (jvp, remat, ...), which only jax.jit can stage out into
+            # that transformation, or a token.
+            return None
+        return sig
 
     # ----------------------------------------------------------- AOT stages
     def trace(self, *args: Any, **kwargs: Any) -> Traced:
         """Trace (or load the jaxpr) at these arguments; like ``jax.jit(fn).trace``."""
-        sig = self._signature(args, kwargs)
+        try:
+            sig = self._signature(args, kwargs)
+        except (TracerArgument, NotAnArray):
+            self._jitted.trace(*args, **kwargs)  # raises JAX's own error for a bad input
+            raise TypeError(
+                "cached_jit(...).trace needs array arguments outside transformations, got "
+                f"args={args!r:.200}, kwargs={kwargs!r:.200}; use jax.jit(fn).trace for these."
+            ) from None
         arts, report = self._resolve(sig, upto="trace")
         return Traced(self, sig, arts, report)
 
     # ------------------------------------------------------------- resolution
     def _configs(
-        self, sig: Signature, platforms: tuple[str, ...] | None, options: Mapping[str, Any] | None
+        self,
+        sig: Signature,
+        platforms: tuple[str, ...] | None,
+        options: Mapping[str, Any] | None,
+        context: str,
     ) -> dict[str, KeyComponents]:
         symbolic = self._batch_axes is not None
         return {
-            "trace": pipeline.trace_config(self.fingerprint.digest, sig, symbolic),
+            "trace": pipeline.trace_config(self.fingerprint.digest, sig, symbolic, context),
             "lower": pipeline.lower_config(sig, symbolic, platforms),
             "compile": pipeline.compile_config(sig, options, self._device),
         }
@@ -228,7 +340,8 @@ class CachedFunction:
         """Artifacts for every level up to ``upto``, from the deepest valid one."""
         platforms = self._platforms if platforms is ... else platforms
         options = self._compiler_options if options is ... else options
-        configs = self._configs(sig, platforms, options)
+        context, context_problem = pipeline.describe_trace_context()
+        configs = self._configs(sig, platforms, options, context)
         chain, prev = {}, "root"
         for level in LEVELS:
             chain[level] = chain_key(prev, configs[level])
@@ -237,7 +350,8 @@ class CachedFunction:
         arts: dict[str, Artifact] = dict(given or {})
         report = report or StageReport(self.__qualname__)
         reasons: dict[str, str] = {}
-        reliable = self.fingerprint.reliable
+        notes = [*self.fingerprint.notes, *([context_problem] if context_problem else [])]
+        reliable = not notes
         first = start = len(arts)  # levels already given are not looked up again
         store = self.store
         # A level is found by chain key only when it and every level before it
@@ -272,7 +386,7 @@ class CachedFunction:
                     "miss", time.perf_counter() - t0, chain[level], reasons[level]
                 )
         else:
-            why = "; ".join(self.fingerprint.notes)
+            why = "; ".join(notes)
             for level in wanted[first:]:
                 reasons[level] = f"function fingerprint unreliable ({why}): chain keys unused"
         for level in wanted[start : max(first - 1, start)]:
@@ -295,12 +409,12 @@ class CachedFunction:
                     reason = f"found by content: the {LEVELS[i - 1]} artifact is unchanged"
                     if reliable and i < chained:
                         self.store.write(level, ckey, None, {}, chain_key=chain[level])
-                        self.store.remember(level, ckey, art, art.meta(), chain[level])
+                        self.store.remember(level, ckey, art, _meta(art)[0], chain[level])
             note = ""
             if art is None:
                 art = self._run_level(level, sig, arts, platforms, options)
                 note = getattr(art, "note", "")
-                self._persist(
+                kept = self._persist(
                     level,
                     art,
                     ckey,
@@ -308,6 +422,7 @@ class CachedFunction:
                     reliable and i < chained,
                     time.perf_counter() - t0,
                 )
+                note = "; ".join(n for n in (note, kept) if n)
             if reliable:
                 self.store.record_components(
                     level, self._function_id, self._components(level, configs, chain)
@@ -328,7 +443,7 @@ class CachedFunction:
     ) -> Artifact:
         symbolic = self._batch_axes is not None
         if level == "trace":
-            return pipeline.run_trace(self._fn, sig, self._static, symbolic)
+            return pipeline.run_trace(self._fn, sig, symbolic)
         if level == "lower":
             # Source locations would be the stack of *this* call (the jaxpr is re-bound
             # here), so the same jaxpr would lower to different bytes from different
@@ -352,25 +467,30 @@ class CachedFunction:
         chain: str,
         reliable: bool,
         seconds: float,
-    ) -> None:
+    ) -> str:
+        """Keep ``art`` in memory and write it to the store; a note if it stays in memory."""
         key = ckey or (chain if reliable else None)
         if key is None:
-            return
-        self.store.remember(level, key, art, art.meta(), chain if reliable else None)
+            return ""
+        meta, note = _meta(art)
+        self.store.remember(level, key, art, meta, chain if reliable else None)
+        if level == "trace":
+            self._remembered.append((level, key))
         payload = {
             "trace": getattr(art, "encoded", None),
             "lower": getattr(art, "serialized", None),
             "compile": getattr(art, "serialized", None),
         }[level]
-        if payload is not None:
+        if payload is not None and not note:
             self.store.write(
                 level,
                 key,
                 payload,
-                art.meta(),
+                meta,
                 chain_key=chain if reliable else None,
                 duration=seconds,
             )
+        return note
 
     def _materialize(self, level: str, found: Lookup) -> Artifact | None:
         if found.status == "memory":
@@ -418,6 +538,25 @@ def _not_chained(store: CacheStore, level: str) -> str:
     off = [lvl for lvl in LEVELS[: LEVELS.index(level)] if not store.caches(lvl)]
     names = " and ".join(off) + (" levels before it are" if len(off) > 1 else " level before it is")
     return f"not looked up by chain key: the {names} off; by content only"
+
+
+def _meta(art: Artifact) -> tuple[dict[str, Any], str]:
+    """The artifact's metadata, or ``({}, why)`` when it cannot be written (kept in memory)."""
+    try:
+        return art.meta(), ""
+    except Exception as err:  # pickle's errors vary by object: any means "not on disk"
+        # A vjp, linearize or linear_transpose function in the output: its tree holds
+        # local functions. The executable works in this process; no other can load it.
+        return {}, (
+            f"kept in memory only: the output tree cannot be pickled ({type(err).__name__}: {err})"
+        )
+
+
+def _forget(store: CacheStore | None, remembered: list[tuple[str, str]]) -> None:
+    """Drop from the store's memory the traced programs a collected function put there."""
+    target = store if store is not None else default_store()
+    for level, key in remembered:
+        target.forget(level, key)
 
 
 def _leaf_key(leaf: Any) -> Any:
@@ -532,11 +671,13 @@ def cached_jit(
     *,
     store: CacheStore | None = None,
     batch_axes: Any = None,
-    static_argnums: int | Sequence[int] | None = (),
-    donate_argnums: int | Sequence[int] | None = (),
+    static_argnums: int | Sequence[int] | None = None,
+    donate_argnums: int | Sequence[int] | None = None,
     compiler_options: Mapping[str, Any] | None = None,
     lowering_platforms: Sequence[str] | None = None,
     device: Any = None,
+    static_argnames: str | Iterable[str] | None = None,
+    donate_argnames: str | Iterable[str] | None = None,
 ) -> CachedFunction:
     """Like ``jax.jit(fn)``, with every compilation stage cached in ``store``.
 
@@ -547,12 +688,16 @@ def cached_jit(
       batch_axes: ``jax.vmap``-style ``in_axes``; when given, the batch
         dimension is symbolic at trace and lower, so a new batch size only
         compiles.
-      static_argnums: positions of hashable arguments baked into the program.
+      static_argnums: positions of hashable arguments baked into the program
+        (keyed by type and value, as ``jax.jit``); negative counts from the end.
       donate_argnums: positions whose buffers the executable may reuse.
       compiler_options: XLA compiler options (compile level).
       lowering_platforms: platforms to lower for (lower level), e.g. ``("cpu",)``.
       device: the ``jax.Device`` the executable runs on (compile level); default:
         JAX's default device.
+      static_argnames: names of static arguments; numbers and names complete each
+        other through ``fn``'s signature, as in ``jax.jit``.
+      donate_argnames: names of donated arguments, likewise.
 
     Returns:
       A :class:`CachedFunction`; after each call ``f.last_report`` is a :class:`StageReport`.
@@ -566,4 +711,6 @@ def cached_jit(
         compiler_options=compiler_options,
         lowering_platforms=lowering_platforms,
         device=device,
+        static_argnames=static_argnames,
+        donate_argnames=donate_argnames,
     )

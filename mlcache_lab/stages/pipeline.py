@@ -17,6 +17,7 @@ giving the bytes the store keeps and a digest for the next level's content key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pickle
 import re
@@ -45,6 +46,7 @@ from .signature import Signature
 __all__ = [
     "CompileArtifact",
     "LowerArtifact",
+    "NotCacheable",
     "TraceArtifact",
     "compile_config",
     "lower_config",
@@ -57,7 +59,11 @@ __all__ = [
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 EXPORT_FORMAT = 1
 _CALLING_CONVENTION = jax_export.maximum_supported_calling_convention_version
-EXECUTABLE_FORMAT = 1
+EXECUTABLE_FORMAT = 2  # 2: unused inputs pruned
+
+
+class NotCacheable(Exception):
+    """A program the stages cannot carry (e.g. tokens in or out): ``jax.jit`` runs it."""
 
 
 # ---------------------------------------------------------------- artifacts
@@ -149,20 +155,53 @@ def _load_tree(data: bytes) -> Any:
 
 
 # ------------------------------------------------------------------ configs
-def _trace_context() -> str:
-    """JAX's flags that change tracing (x64, matmul precision, ...), by name."""
-    names = jax_config.trace_context_names
-    names = names() if callable(names) else names
-    values = jax_config.trace_context()
-    parts = []
-    for name, value in zip(names, values, strict=False):
-        text = _ADDRESS.sub("", repr(value))
+def describe_trace_context() -> tuple[str, str]:
+    """JAX's trace context (the state JAX keys its own caches on), readably, by name.
+
+    Returns ``(digest, problem)``: the digest of every item of
+    ``jax._src.config.trace_context()`` (x64, rank promotion, matmul precision,
+    default device, meshes, the enclosing axis environment of ``vmap`` and
+    ``shard_map``, ...), and ``""``, or a sentence naming an item that has no
+    description valid in another process (its text would hold a memory
+    address): such a context cannot key an entry another process reads.
+    """
+    names = jax_config.trace_context_names()
+    parts, problems = [], []
+    for name, value in zip(names, jax_config.trace_context(), strict=True):
+        text = _context_text(value)
+        if _ADDRESS.search(text):
+            problems.append(f"{name}={_ADDRESS.sub('', text)}")
         parts.append(f"{name}={text}")
-    return digest(*parts)
+    problem = ""
+    if problems:
+        problem = "the trace context has no stable description (" + "; ".join(problems) + ")"
+    return digest(*parts), problem
 
 
-def trace_config(function_digest: str, sig: Signature, symbolic: bool) -> KeyComponents:
-    """Everything that can change the jaxpr, by name."""
+def _context_text(value: Any) -> str:
+    """One trace-context item as text that means the same in every process."""
+    if isinstance(value, core.AxisEnv):  # its repr is only an address
+        sizes = ", ".join(f"{k!r}: {v}" for k, v in value.axis_sizes.items())
+        spmd = sorted(map(repr, value.spmd_axis_names))
+        explicit = sorted(map(repr, value.explicit_mesh_axis_names))
+        return f"AxisEnv({{{sizes}}}, spmd={spmd}, explicit_mesh={explicit})"
+    if isinstance(value, jax.sharding.Mesh):  # its repr leaves the devices out
+        return f"{value!r} devices={value.device_ids.tolist()}"
+    if isinstance(value, jax.Device):
+        return f"{value.platform}:{value.id}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(_context_text, value)) + ")"
+    return repr(value)
+
+
+def trace_config(
+    function_digest: str, sig: Signature, symbolic: bool, context: str
+) -> KeyComponents:
+    """Everything that can change the jaxpr, by name.
+
+    ``context`` is the first item of :func:`describe_trace_context`.
+    """
+    # By type and value, as JAX keys static arguments: 1, True and 1.0 are three programs.
     statics = ";".join(f"{i}:{type(v).__qualname__}:{v!r}" for i, v in sig.statics)
     return KeyComponents(
         "trace",
@@ -171,7 +210,7 @@ def trace_config(function_digest: str, sig: Signature, symbolic: bool) -> KeyCom
             "inputs": sig.describe(symbolic),
             "in_tree": str(sig.in_tree),
             "static_args": _ADDRESS.sub("", statics),
-            "trace_context": _trace_context(),
+            "trace_context": context,
             "versions": f"jax={jax.__version__} jaxlib={jaxlib.__version__}",
             "jaxpr_codec": str(CODEC_VERSION),
         },
@@ -206,7 +245,8 @@ def compile_config(
         "compile",
         {
             "compiler_options": options,
-            "device": "default" if device is None else f"{device.platform}:{device.id}",
+            # Under jax.default_device the same StableHLO compiles for another device.
+            "device": _device_text(device) if device is not None else _default_device(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "backend": f"{backend.platform} {backend.platform_version}",
             "device_kind": f"{(device or default).device_kind} x{len(jax.devices())}",
@@ -218,15 +258,27 @@ def compile_config(
     )
 
 
+def _device_text(device: jax.Device) -> str:
+    return f"{device.platform}:{device.id}"
+
+
+def _default_device() -> str:
+    chosen = jax_config.default_device.value
+    if chosen is None:
+        return "default"
+    return _device_text(chosen) if isinstance(chosen, jax.Device) else f"default on {chosen}"
+
+
 # ------------------------------------------------------------------- stages
 def call_with_leaves(fn: Callable[..., Any], sig: Signature, leaves: list[Any]) -> Any:
     """Call ``fn`` with the signature's static arguments and these dynamic leaves."""
     dyn_args, kwargs = jax.tree_util.tree_unflatten(sig.in_tree, leaves)
-    statics = dict(sig.statics)
+    by_position = {i: v for i, v in sig.statics if isinstance(i, int)}
     args, it = [], iter(dyn_args)
-    for i in range(len(dyn_args) + len(statics)):
-        args.append(statics[i] if i in statics else next(it))
-    return fn(*args, **kwargs)
+    for i in range(len(dyn_args) + len(by_position)):
+        args.append(by_position[i] if i in by_position else next(it))
+    by_name = {k: v for k, v in sig.statics if isinstance(k, str)}
+    return fn(*args, **kwargs, **by_name)
 
 
 def flat_function(fn: Callable[..., Any], sig: Signature) -> Callable[..., list[Any]]:
@@ -238,20 +290,21 @@ def flat_function(fn: Callable[..., Any], sig: Signature) -> Callable[..., list[
     return flat
 
 
-def run_trace(
-    fn: Callable[..., Any], sig: Signature, static_argnums: tuple[int, ...], symbolic: bool
-) -> TraceArtifact:
-    """Trace ``fn`` at the signature's abstract inputs."""
+def run_trace(fn: Callable[..., Any], sig: Signature, symbolic: bool) -> TraceArtifact:
+    """Trace ``fn`` at the signature's abstract inputs (its static arguments bound)."""
     specs = sig.specs(symbolic)
     given = getattr(fn, "__mlcache_jaxpr__", None)
     if given is not None:  # a program already traced (a cluster): no tracing to do
         closed = canonical_jaxpr(given)
         out_tree = jax.tree_util.tree_structure([0] * len(closed.out_avals))
     else:
-        traced = call_with_leaves(jax.jit(fn, static_argnums=static_argnums).trace, sig, specs)
+        traced = jax.jit(functools.partial(call_with_leaves, fn, sig)).trace(specs)
         closed, out_tree = canonical_jaxpr(traced.jaxpr), traced.out_tree
     if len(closed.in_avals) != len(specs):
         raise AssertionError(f"traced {len(closed.in_avals)} inputs for {len(specs)} leaves")
+    odd = [a for a in (*closed.in_avals, *closed.out_avals) if not isinstance(a, core.ShapedArray)]
+    if odd:  # a token (or another non-array type) cannot cross jax.export
+        raise NotCacheable(f"the program takes or returns {odd[0]}")
     try:
         encoded: bytes | None = encode_jaxpr(closed)
         note = ""
@@ -287,6 +340,27 @@ def run_lower(
     return LowerArtifact(exported, art.out_tree, bytes(exported.serialize()))
 
 
+def _kept_inputs_call(exported: jax_export.Exported) -> Callable[..., Any]:
+    """``exported.call`` whose unused inputs the executable does not take.
+
+    The StableHLO module drops unused arguments (``module_kept_var_idx``) but
+    ``exported.call`` still binds them all, so an executable compiled from it
+    would transfer every input. Passing zeros of the same type in their place
+    leaves them unused in the outer program too, and ``jax.jit`` prunes them
+    (``keep_unused=False``, its default): as with ``jax.jit(fn)``, only the
+    inputs the program reads are transferred.
+    """
+    kept = set(exported.module_kept_var_idx)
+    if len(kept) == len(exported.in_avals):
+        return exported.call
+
+    def call(*leaves: Any) -> Any:
+        inputs = [x if i in kept else jax.numpy.zeros_like(x) for i, x in enumerate(leaves)]
+        return exported.call(*inputs)
+
+    return call
+
+
 def run_compile(
     art: LowerArtifact,
     sig: Signature,
@@ -299,7 +373,7 @@ def run_compile(
     if device is not None:  # an executable runs on the device it was compiled for
         sharding = SingleDeviceSharding(device)
         placement = {"in_shardings": sharding, "out_shardings": sharding}
-    jitted = jax.jit(art.exported.call, donate_argnums=sig.flat_donate, **placement)
+    jitted = jax.jit(_kept_inputs_call(art.exported), donate_argnums=sig.flat_donate, **placement)
     compiled = (
         jitted.trace(*concrete)
         .lower()

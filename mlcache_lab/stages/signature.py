@@ -10,7 +10,6 @@ and lower time; the concrete size only enters the compile level.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -19,7 +18,7 @@ from jax import export as jax_export
 from jax._src import core
 from jax._src import tree_util as _tree_util
 
-__all__ = ["Signature", "make_signature", "normalize_argnums"]
+__all__ = ["Signature", "make_signature"]
 
 BATCH_DIM_NAME = "B"
 
@@ -34,7 +33,7 @@ class Signature:
       avals: one ``ShapedArray`` per dynamic leaf, concrete.
       leaf_batch_axes: per dynamic leaf, its batch axis or None.
       batch_size: the common size of the batched axes, or None.
-      statics: the static arguments, by position.
+      statics: the static arguments: ``(position, value)`` then ``(name, value)``.
       flat_donate: indices of donated leaves.
     """
 
@@ -43,7 +42,7 @@ class Signature:
     avals: tuple[core.ShapedArray, ...]
     leaf_batch_axes: tuple[int | None, ...]
     batch_size: int | None
-    statics: tuple[tuple[int, Any], ...]
+    statics: tuple[tuple[int | str, Any], ...]
     flat_donate: tuple[int, ...]
 
     def specs(self, symbolic: bool) -> list[jax.ShapeDtypeStruct]:
@@ -69,20 +68,6 @@ class Signature:
         return " ".join(parts)
 
 
-def normalize_argnums(name: str, argnums: int | Sequence[int] | None) -> tuple[int, ...]:
-    """``static_argnums``/``donate_argnums`` as a sorted tuple of non-negative ints."""
-    if argnums is None:
-        return ()
-    items = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    for a in items:
-        if not isinstance(a, int) or isinstance(a, bool) or a < 0:
-            raise TypeError(
-                f"'{name}' must be an int or a sequence of non-negative ints. "
-                f"Got {name}={argnums!r}; e.g. {name}=(1,)."
-            )
-    return tuple(sorted(set(items)))
-
-
 def make_signature(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -90,68 +75,75 @@ def make_signature(
     static_argnums: tuple[int, ...],
     donate_argnums: tuple[int, ...],
     batch_axes: Any,
+    static_argnames: tuple[str, ...] = (),
+    donate_argnames: tuple[str, ...] = (),
 ) -> Signature:
     """Validate and describe one call's arguments.
 
+    Argument numbers and names follow ``jax.jit``: a negative number counts
+    from the end of this call's positional arguments, a static number past
+    them (an argument left to its default) is ignored, and a keyword argument
+    is static or donated when its name is in ``static_argnames`` or
+    ``donate_argnames``.
+
     Raises:
-      TypeError: a dynamic leaf is not an array, or a static argument is unhashable.
+      NotAnArray: a dynamic leaf is not an array (the caller lets ``jax.jit``
+        say so, with its own message, or run it when JAX accepts it).
       ValueError: ``batch_axes`` does not fit the arguments, or batch sizes differ.
     """
-    statics = []
-    for i in static_argnums:
-        if i >= len(args):
-            raise ValueError(
-                f"static_argnums={static_argnums!r} names argument {i}, but the function was "
-                f"called with {len(args)} positional arguments; fix static_argnums."
-            )
-        try:
-            hash(args[i])
-        except TypeError:
-            raise TypeError(
-                f"static argument {i} (static_argnums) must be hashable. Got a "
-                f"{type(args[i]).__name__}: {args[i]!r}; pass a tuple instead of a list, "
-                "or make it a dynamic argument."
-            ) from None
-        statics.append((i, args[i]))
-    dyn_args = tuple(a for i, a in enumerate(args) if i not in static_argnums)
+    static_pos = positions(static_argnums, len(args))
+    donate_pos = positions(donate_argnums, len(args))
+    statics: list[tuple[int | str, Any]] = [(i, args[i]) for i in static_pos]
+    statics.extend((k, v) for k, v in kwargs.items() if k in static_argnames)
+    if len(statics) > len(static_pos):
+        kwargs = {k: v for k, v in kwargs.items() if k not in static_argnames}
+    dyn_args = tuple(a for i, a in enumerate(args) if i not in static_pos)
     leaves, in_tree = jax.tree_util.tree_flatten((dyn_args, kwargs))
-    positions = [i for i in range(len(args)) if i not in static_argnums]
-    leaf_arg = _leaf_argument_positions(dyn_args, kwargs, positions)
-    avals = tuple(_aval(leaf, leaf_arg[j], args) for j, leaf in enumerate(leaves))
-    axes = _leaf_batch_axes(batch_axes, args, static_argnums, len(leaves), len(dyn_args), avals)
+    dyn_positions = [i for i in range(len(args)) if i not in static_pos]
+    leaf_arg = _leaf_argument_positions(dyn_args, kwargs, dyn_positions)
+    avals = tuple(_aval(leaf) for leaf in leaves)
+    axes = _leaf_batch_axes(batch_axes, args, static_pos, len(leaves), avals)
     batch_size = _batch_size(axes, avals, leaf_arg)
-    donate = tuple(j for j, pos in enumerate(leaf_arg) if pos in donate_argnums)
+    donate = tuple(
+        j
+        for j, pos in enumerate(leaf_arg)
+        if (pos in donate_pos if isinstance(pos, int) else pos in donate_argnames)
+    )
     return Signature(leaves, in_tree, avals, axes, batch_size, tuple(statics), donate)
 
 
+def positions(argnums: tuple[int, ...], n_args: int) -> tuple[int, ...]:
+    """``argnums`` of a call with ``n_args`` positional arguments: negatives resolved, in range."""
+    return tuple(sorted({i % n_args if i < 0 else i for i in argnums if -n_args <= i < n_args}))
+
+
 def _leaf_argument_positions(
-    dyn_args: tuple[Any, ...], kwargs: dict[str, Any], positions: list[int]
+    dyn_args: tuple[Any, ...], kwargs: dict[str, Any], arg_positions: list[int]
 ) -> list[Any]:
     out: list[Any] = []
-    for pos, arg in zip(positions, dyn_args, strict=True):
+    for pos, arg in zip(arg_positions, dyn_args, strict=True):
         out.extend([pos] * len(jax.tree_util.tree_leaves(arg)))
     for name in sorted(kwargs):
         out.extend([name] * len(jax.tree_util.tree_leaves(kwargs[name])))
     return out
 
 
-def _aval(leaf: Any, where: Any, args: tuple[Any, ...]) -> core.ShapedArray:
+def _aval(leaf: Any) -> core.ShapedArray:
     if isinstance(leaf, core.Tracer):
-        raise _TracerArgument
+        raise TracerArgument
     if isinstance(leaf, jax.Array | np.ndarray | np.generic | bool | int | float | complex):
         aval = jax.typeof(leaf)
         if isinstance(aval, core.ShapedArray):
             return aval
-    what = f"argument {where}" if isinstance(where, int) else f"keyword argument {where!r}"
-    raise TypeError(
-        f"{what} holds a {type(leaf).__module__}.{type(leaf).__qualname__} where an array is "
-        f"expected: {leaf!r:.80}. Convert it with jnp.asarray, or mark the argument static "
-        "with static_argnums."
-    )
+    raise NotAnArray(leaf)
 
 
-class _TracerArgument(Exception):
-    """Raised inside make_signature when called under a JAX transformation."""
+class TracerArgument(Exception):
+    """An argument is a tracer: the call is under a JAX transformation."""
+
+
+class NotAnArray(Exception):
+    """A dynamic leaf is not an array; ``jax.jit`` decides (it raises, or accepts a token)."""
 
 
 def _leaf_batch_axes(
@@ -159,7 +151,6 @@ def _leaf_batch_axes(
     args: tuple[Any, ...],
     static_argnums: tuple[int, ...],
     n_leaves: int,
-    n_dyn: int,
     avals: tuple[core.ShapedArray, ...],
 ) -> tuple[int | None, ...]:
     if batch_axes is None:
