@@ -37,7 +37,7 @@ from ..cache.fingerprint import Fingerprint, fingerprint_function
 from ..cache.keys import KeyComponents, chain_key, content_key, explain_change
 from ..cache.store import LEVELS, CacheStore, Lookup, default_store
 from . import pipeline
-from .aot import Traced
+from .aot import Lowered, Traced
 from .report import LevelReport, StageReport
 from .signature import Signature, _TracerArgument, make_signature, normalize_argnums
 
@@ -204,6 +204,16 @@ class CachedFunction:
         sig = self._signature(args, kwargs)
         arts, report = self._resolve(sig, upto="trace")
         return Traced(self, sig, arts, report)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Lowered:
+        """Lower (or load the StableHLO) at these arguments; like ``jax.jit(fn).lower``.
+
+        Unlike ``f.trace(*args).lower()``, a hit at the lower level bypasses the trace
+        level: the jaxpr is neither traced nor loaded.
+        """
+        sig = self._signature(args, kwargs)
+        arts, report = self._resolve(sig, upto="lower")
+        return Lowered(self, sig, arts, report, ...)
 
     # ------------------------------------------------------------- resolution
     def _configs(
