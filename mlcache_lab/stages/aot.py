@@ -189,8 +189,12 @@ class Lowered(_Stage):
         return art.exported
 
     def _flat_in_avals(self) -> list[Any]:
-        # The Exported's: symbolic batch dimension with batch_axes; unused inputs included.
-        return list(self.exported.in_avals)
+        # The Exported's shapes (symbolic batch dimension with batch_axes; unused inputs
+        # included), the call's weak types: a deserialized Exported has lost them.
+        return [
+            core.ShapedArray(ex.shape, ex.dtype, weak_type=call.weak_type)
+            for ex, call in zip(self.exported.in_avals, self._sig.avals, strict=True)
+        ]
 
     @property
     def out_info(self) -> Any:

@@ -41,7 +41,8 @@ def pytree_fn(params: dict[str, Any], x: jax.Array, *, scale: jax.Array) -> dict
 def pytree_args() -> tuple[tuple[Any, ...], dict[str, Any]]:
     k1, k2 = jax.random.split(jax.random.key(3))
     params = {"w": jax.random.normal(k1, (4, 3)), "b": jnp.arange(3.0)}
-    return (params, jax.random.normal(k2, (5, 4))), {"scale": jnp.float32(0.5)}
+    # A Python float is weakly typed: the weak type must survive the disk round trip.
+    return (params, jax.random.normal(k2, (5, 4))), {"scale": 0.5}
 
 
 def assert_same_tree(ours: Any, theirs: Any) -> None:
