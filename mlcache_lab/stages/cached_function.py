@@ -54,6 +54,7 @@ from ..cache.fingerprint import Fingerprint, fingerprint_function
 from ..cache.keys import KeyComponents, chain_key, content_key, explain_change
 from ..cache.store import LEVELS, CacheStore, Lookup, default_store
 from . import pipeline
+from .aot import Lowered, Traced
 from .report import LevelReport, StageReport
 from .signature import NotAnArray, Signature, TracerArgument, make_signature, positions
 
@@ -311,6 +312,16 @@ class CachedFunction:
             ) from None
         arts, report = self._resolve(sig, upto="trace")
         return Traced(self, sig, arts, report)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Lowered:
+        """Lower (or load the StableHLO) at these arguments; like ``jax.jit(fn).lower``.
+
+        Unlike ``f.trace(*args).lower()``, a hit at the lower level bypasses the trace
+        level: the jaxpr is neither traced nor loaded.
+        """
+        sig = self._signature(args, kwargs)
+        arts, report = self._resolve(sig, upto="lower")
+        return Lowered(self, sig, arts, report, ...)
 
     # ------------------------------------------------------------- resolution
     def _configs(
@@ -575,95 +586,6 @@ def _fast_report(report: StageReport) -> StageReport:
             "memory", 0.0, report.levels[level].key, "in-process fast path"
         )
     return fast
-
-
-class Traced:
-    """The trace stage: a jaxpr (loaded or traced), like ``jax.stages.Traced``."""
-
-    def __init__(
-        self, fn: CachedFunction, sig: Signature, arts: dict[str, Artifact], report: StageReport
-    ) -> None:
-        self._fn, self._sig, self._arts, self.report = fn, sig, arts, report
-
-    @property
-    def jaxpr(self) -> Any:
-        """The ``ClosedJaxpr`` (forward-only: custom-derivative calls inlined)."""
-        art = self._arts["trace"]
-        assert isinstance(art, pipeline.TraceArtifact)
-        return art.jaxpr
-
-    def as_text(self) -> str:
-        return str(self.jaxpr)
-
-    def lower(self, *, lowering_platforms: Any = ...) -> Lowered:
-        """Lower (or load the StableHLO) for these platforms (``...``: the function's own)."""
-        platforms: Any = lowering_platforms
-        if platforms is not ...:
-            platforms = tuple(platforms) if platforms else None
-        arts, report = self._fn._resolve(
-            self._sig,
-            upto="lower",
-            given=dict(self._arts),
-            report=_copy(self.report),
-            platforms=platforms,
-        )
-        return Lowered(self._fn, self._sig, arts, report, platforms)
-
-
-class Lowered:
-    """The lower stage: StableHLO in a ``jax.export.Exported``."""
-
-    def __init__(
-        self,
-        fn: CachedFunction,
-        sig: Signature,
-        arts: dict[str, Artifact],
-        report: StageReport,
-        platforms: Any,
-    ) -> None:
-        self._fn, self._sig, self._arts, self.report = fn, sig, arts, report
-        self._platforms = platforms
-
-    @property
-    def exported(self) -> Any:
-        return self._arts["lower"].exported  # type: ignore[union-attr]
-
-    def as_text(self) -> str:
-        """The StableHLO module text."""
-        return str(self.exported.mlir_module())
-
-    def compile(self, *, compiler_options: Mapping[str, Any] | object | None = ...) -> Compiled:
-        """Compile (or load the executable) with these XLA options."""
-        arts, report = self._fn._resolve(
-            self._sig,
-            upto="compile",
-            given=dict(self._arts),
-            report=_copy(self.report),
-            platforms=self._platforms,
-            options=compiler_options,
-        )
-        return Compiled(arts["compile"], report)  # type: ignore[arg-type]
-
-
-class Compiled:
-    """The compile stage: a loaded executable, callable with the original arguments' pytree."""
-
-    def __init__(self, art: pipeline.CompileArtifact, report: StageReport) -> None:
-        self._art, self.report = art, report
-
-    def as_text(self) -> str:
-        """The optimized HLO text."""
-        return str(self._art.compiled.as_text())
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        leaves = jax.tree_util.tree_leaves((args, kwargs))
-        return jax.tree_util.tree_unflatten(self._art.out_tree, self._art.compiled(*leaves))
-
-
-def _copy(report: StageReport) -> StageReport:
-    new = StageReport(report.function)
-    new.levels = {k: LevelReport(**vars(v)) for k, v in report.levels.items()}
-    return new
 
 
 def cached_jit(
