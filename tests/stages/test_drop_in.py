@@ -108,6 +108,22 @@ def test_default_device_is_in_the_compile_key():
     assert chosen == f"{device.platform}:{device.id}"
 
 
+def test_jit_of_grad_of_a_cached_function(store):
+    # jax.grad copies the inner CachedFunction's __dict__ onto its wrapper; the outer
+    # CachedFunction must not take that state for its own (it computed x * x).
+    side = []
+
+    @mcl.cached_jit
+    def f(x):
+        side.append(None)
+        return x * x
+
+    g = mcl.cached_jit(jax.grad(f), store=store)
+    assert_same(g(1.0), jax.jit(jax.grad(jax.jit(lambda x: x * x)))(1.0))
+    assert float(g(2.0)) == 4.0
+    assert len(side) == 1
+
+
 # ---------------------------------------------------------------- arguments
 def scaled(x, n=2, *, scale=1.0):
     return x * n * scale
@@ -173,6 +189,21 @@ def test_unhashable_static_is_jax_error(store):
     f = mcl.cached_jit(lambda x, s: x, static_argnums=1, store=store)
     with pytest.raises(ValueError, match="Non-hashable static arguments are not supported"):
         f(1.0, {"a": 1})
+
+
+def test_static_whose_eq_raises_is_jax_error(store):
+    class HashableWithoutEq:
+        def __hash__(self):
+            return 1
+
+        def __eq__(self, other):
+            raise NotImplementedError("no __eq__")
+
+    f = mcl.cached_jit(lambda x, y: x + 3, static_argnums=1, store=store)
+    f(1, 1)
+    with pytest.raises(ValueError, match=r"static arguments should be comparable using __eq__"):
+        f(1, HashableWithoutEq())
+        f(1, HashableWithoutEq())
 
 
 # ------------------------------------------------------------ non-array inputs
@@ -299,6 +330,18 @@ def test_store_drops_closed_over_values_with_the_function():
     del g
     gc.collect()
     assert ref() is None
+
+
+def test_clear_cache_and_cache_size(store):
+    f = mcl.cached_jit(lambda x: (x**2).sum(), store=mcl.CacheStore(None))
+    assert f._cache_size() == 0
+    for _ in range(3):
+        f(jnp.arange(5.0))
+    assert f._cache_size() == 1
+    f.clear_cache()
+    assert f._cache_size() == 0
+    f(jnp.arange(5.0))
+    assert f.last_report.status("trace") == "miss"  # nothing left in the store's memory
 
 
 def my_function():
