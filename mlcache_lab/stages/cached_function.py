@@ -151,10 +151,15 @@ class CachedFunction:
         self.__qualname__ = name
         self.__name__ = getattr(fn, "__name__", name)
         self._function_id = f"{getattr(fn, '__module__', '?')}.{name}"
-        # What this function put in the store's memory goes when the function does, as
-        # jax.jit's cache entries do: its traced programs hold the values it closes over.
+        # The traced programs this function put in the store's memory hold the values it
+        # closes over: they go when the function does, as jax.jit's cache entries do.
+        # (Executables and StableHLO stay, for the next function object of this code.)
         self._remembered: list[tuple[str, str]] = []
-        weakref.finalize(self, _forget, self._store, self._remembered)
+        weakref.finalize(self, _forget, self._store, self._remembered, ("trace",))
+        # fn's own attributes read through, as through jax.jit, without replacing this
+        # object's state (a wrapper of a CachedFunction carries a copy of that one's).
+        for name_, value in getattr(fn, "__dict__", {}).items():
+            self.__dict__.setdefault(name_, value)
 
     # ------------------------------------------------------------ properties
     @property
@@ -574,15 +579,19 @@ def _meta(art: Artifact) -> tuple[dict[str, Any], str]:
         )
 
 
-def _forget(store: CacheStore | None, remembered: list[tuple[str, str]]) -> None:
-    """Drop from the store's memory the artifacts a function put there.
+def _forget(
+    store: CacheStore | None, remembered: list[tuple[str, str]], levels: tuple[str, ...] = LEVELS
+) -> None:
+    """Drop from the store's memory the artifacts of ``levels`` a function put there.
 
-    Called when the function is collected (the traced programs hold the values
-    it closes over) and by :meth:`CachedFunction.clear_cache`.
+    Called with the trace level when the function is collected (its traced
+    programs hold the values it closes over), with all by
+    :meth:`CachedFunction.clear_cache`.
     """
     target = store if store is not None else default_store()
     for level, key in remembered:
-        target.forget(level, key)
+        if level in levels:
+            target.forget(level, key)
 
 
 def _leaf_key(leaf: Any) -> Any:

@@ -345,13 +345,18 @@ def test_clear_cache_and_cache_size(store):
 
 
 def my_function():
+    """The docstring of my_function."""
     return 1
+
+
+my_function.some_value = 4
 
 
 def test_identity_reads_as_the_wrapped_function():
     f = mcl.cached_jit(my_function)
     assert f.__wrapped__ is my_function
     assert f.__module__ == __name__ and f.__name__ == "my_function"
+    assert f.__doc__ == my_function.__doc__ and f.some_value == 4
     assert f.__getstate__()["function_name"] == "my_function"
     assert mcl.cached_jit(functools.partial(my_function)).__getstate__()["function_name"] == (
         "my_function"
