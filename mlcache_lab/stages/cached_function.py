@@ -317,6 +317,11 @@ class CachedFunction:
             sig = self._signature(args, kwargs)
         except (TracerArgument, NotAnArray):  # under a transformation; a token; a bad input
             return None
+        if pipeline.has_address(sig.in_tree):
+            # An argument tree holding a function (a vjp function passed in): its text
+            # names the function by address, which another function may reuse later, so
+            # it cannot key anything; jax.jit compares the function itself.
+            return None
         try:
             self.fingerprint  # noqa: B018 - computed here so that a tracer in it is seen
         except (jax.errors.TracerArrayConversionError, jax.errors.JaxRuntimeError):

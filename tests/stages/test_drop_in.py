@@ -124,6 +124,24 @@ def test_jit_of_grad_of_a_cached_function(store):
     assert len(side) == 1
 
 
+def test_same_jaxpr_other_output_tree(store):
+    # The flat program is the same; the output structure is not: the levels found by
+    # content must still give each function its own tree.
+    assert isinstance(mcl.cached_jit(lambda x: (x * 2,), store=store)(1.0), tuple)
+    g = mcl.cached_jit(lambda x: {"y": x * 2}, store=store)
+    assert_same(g(1.0), {"y": jnp.asarray(2.0)})
+    h = mcl.cached_jit(lambda x: x * 2, store=store)
+    assert_same(h(1.0), jax.jit(lambda x: x * 2)(1.0))
+
+
+def test_a_function_in_the_argument_tree_is_jax_jits(store):
+    _, vjp_fun = jax.vjp(lambda x: 2.0 * x, 1.0)
+    call = mcl.cached_jit(lambda f, x: f(x), store=store)
+    assert call(vjp_fun, 3.0) == (6.0,)
+    _, lin_fun = jax.linearize(lambda x: 2.0 * x, 1.0)
+    assert_same(call(lin_fun, 3.0), jnp.asarray(6.0))
+
+
 # ---------------------------------------------------------------- arguments
 def scaled(x, n=2, *, scale=1.0):
     return x * n * scale
