@@ -95,7 +95,7 @@ class CachedFunction:
     ) -> None:
         # jax.jit validates fn and the argument numbers and names, with its own errors
         # (a non-callable, a generator function, a staticmethod, a name fn does not take).
-        self._jitted = jax.jit(
+        self._jitted: Any = jax.jit(
             fn,
             static_argnums=static_argnums,
             static_argnames=static_argnames,
@@ -144,16 +144,23 @@ class CachedFunction:
         self._static_positions: dict[int, tuple[int, ...]] = {}
         self._has_statics = bool(self._static or self._static_names)
         self.last_report: StageReport | None = None
-        # Identity reads as the wrapped function's, as jax.jit's does.
-        functools.update_wrapper(self, fn)
+        # Identity reads as the wrapped function's, as jax.jit's does. Not its __dict__:
+        # a wrapper of another CachedFunction (jax.grad copies that one's state into its
+        # own) would overwrite this one's state with the inner function's.
+        functools.update_wrapper(self, fn, updated=())
         name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         self.__qualname__ = name
         self.__name__ = getattr(fn, "__name__", name)
         self._function_id = f"{getattr(fn, '__module__', '?')}.{name}"
         # The traced programs this function put in the store's memory hold the values it
         # closes over: they go when the function does, as jax.jit's cache entries do.
+        # (Executables and StableHLO stay, for the next function object of this code.)
         self._remembered: list[tuple[str, str]] = []
-        weakref.finalize(self, _forget, self._store, self._remembered)
+        weakref.finalize(self, _forget, self._store, self._remembered, ("trace",))
+        # fn's own attributes read through, as through jax.jit, without replacing this
+        # object's state (a wrapper of a CachedFunction carries a copy of that one's).
+        for name_, value in getattr(fn, "__dict__", {}).items():
+            self.__dict__.setdefault(name_, value)
 
     # ------------------------------------------------------------ properties
     @property
@@ -179,6 +186,21 @@ class CachedFunction:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"function_name": jax_util.fun_name(self._fn)}
+
+    def clear_cache(self) -> None:
+        """Forget this function's executables in this process, as ``jax.jit``'s ``clear_cache``.
+
+        The fast path is emptied and what this function put in the store's
+        memory is dropped; entries on disk stay (``store.clear()`` removes those).
+        """
+        self._fast.clear()
+        self._jitted.clear_cache()
+        _forget(self._store, self._remembered)
+        self._remembered.clear()
+
+    def _cache_size(self) -> int:
+        """Signatures the fast path holds (``jax.jit``'s ``_cache_size`` counterpart)."""
+        return len(self._fast)
 
     def with_options(
         self,
@@ -253,6 +275,12 @@ class CachedFunction:
             fast = self._fast.get(key)
         except TypeError:  # a leaf whose shape or dtype is not hashable: jax.jit's to judge
             return self._jitted(*args, **kwargs)
+        except Exception as err:  # a static argument's __eq__ raised: JAX's error
+            raise ValueError(
+                "static arguments should be comparable using __eq__. The following error "
+                "was raised when comparing this call's static arguments with an earlier "
+                f"call's: {type(err).__name__}: {err}"
+            ) from err
         if fast is not None:
             if fast is _JAX:
                 return self._jitted(*args, **kwargs)
@@ -289,6 +317,11 @@ class CachedFunction:
         try:
             sig = self._signature(args, kwargs)
         except (TracerArgument, NotAnArray):  # under a transformation; a token; a bad input
+            return None
+        if pipeline.has_address(sig.in_tree):
+            # An argument tree holding a function (a vjp function passed in): its text
+            # names the function by address, which another function may reuse later, so
+            # it cannot key anything; jax.jit compares the function itself.
             return None
         try:
             self.fingerprint  # noqa: B018 - computed here so that a tracer in it is seen
@@ -485,8 +518,7 @@ class CachedFunction:
             return ""
         meta, note = _meta(art)
         self.store.remember(level, key, art, meta, chain if reliable else None)
-        if level == "trace":
-            self._remembered.append((level, key))
+        self._remembered.append((level, key))
         payload = {
             "trace": getattr(art, "encoded", None),
             "lower": getattr(art, "serialized", None),
@@ -563,11 +595,19 @@ def _meta(art: Artifact) -> tuple[dict[str, Any], str]:
         )
 
 
-def _forget(store: CacheStore | None, remembered: list[tuple[str, str]]) -> None:
-    """Drop from the store's memory the traced programs a collected function put there."""
+def _forget(
+    store: CacheStore | None, remembered: list[tuple[str, str]], levels: tuple[str, ...] = LEVELS
+) -> None:
+    """Drop from the store's memory the artifacts of ``levels`` a function put there.
+
+    Called with the trace level when the function is collected (its traced
+    programs hold the values it closes over), with all by
+    :meth:`CachedFunction.clear_cache`.
+    """
     target = store if store is not None else default_store()
     for level, key in remembered:
-        target.forget(level, key)
+        if level in levels:
+            target.forget(level, key)
 
 
 def _leaf_key(leaf: Any) -> Any:

@@ -49,6 +49,7 @@ __all__ = [
     "NotCacheable",
     "TraceArtifact",
     "compile_config",
+    "has_address",
     "lower_config",
     "run_compile",
     "run_lower",
@@ -78,7 +79,9 @@ class TraceArtifact:
 
     @property
     def digest(self) -> str | None:
-        return None if self.encoded is None else digest(self.encoded)
+        # The output tree is part of the program: two functions with the same flat jaxpr
+        # but other output structures must not share the levels after trace.
+        return None if self.encoded is None else digest(self.encoded, str(self.out_tree))
 
     def meta(self) -> dict[str, Any]:
         return {"out_tree": _dump_tree(self.out_tree)}
@@ -98,7 +101,7 @@ class LowerArtifact:
 
     @property
     def digest(self) -> str:
-        return digest(self.serialized)
+        return digest(self.serialized, str(self.out_tree))  # the tree: as for the trace
 
     def meta(self) -> dict[str, Any]:
         return {"out_tree": _dump_tree(self.out_tree)}
@@ -155,6 +158,11 @@ def _load_tree(data: bytes) -> Any:
 
 
 # ------------------------------------------------------------------ configs
+def has_address(tree: Any) -> bool:
+    """Whether a treedef's text holds a memory address (a function in its aux data)."""
+    return _ADDRESS.search(str(tree)) is not None
+
+
 def describe_trace_context() -> tuple[str, str]:
     """JAX's trace context (the state JAX keys its own caches on), readably, by name.
 

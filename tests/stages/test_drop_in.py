@@ -108,6 +108,40 @@ def test_default_device_is_in_the_compile_key():
     assert chosen == f"{device.platform}:{device.id}"
 
 
+def test_jit_of_grad_of_a_cached_function(store):
+    # jax.grad copies the inner CachedFunction's __dict__ onto its wrapper; the outer
+    # CachedFunction must not take that state for its own (it computed x * x).
+    side = []
+
+    @mcl.cached_jit
+    def f(x):
+        side.append(None)
+        return x * x
+
+    g = mcl.cached_jit(jax.grad(f), store=store)
+    assert_same(g(1.0), jax.jit(jax.grad(jax.jit(lambda x: x * x)))(1.0))
+    assert float(g(2.0)) == 4.0
+    assert len(side) == 1
+
+
+def test_same_jaxpr_other_output_tree(store):
+    # The flat program is the same; the output structure is not: the levels found by
+    # content must still give each function its own tree.
+    assert isinstance(mcl.cached_jit(lambda x: (x * 2,), store=store)(1.0), tuple)
+    g = mcl.cached_jit(lambda x: {"y": x * 2}, store=store)
+    assert_same(g(1.0), {"y": jnp.asarray(2.0)})
+    h = mcl.cached_jit(lambda x: x * 2, store=store)
+    assert_same(h(1.0), jax.jit(lambda x: x * 2)(1.0))
+
+
+def test_a_function_in_the_argument_tree_is_jax_jits(store):
+    _, vjp_fun = jax.vjp(lambda x: 2.0 * x, 1.0)
+    call = mcl.cached_jit(lambda f, x: f(x), store=store)
+    assert call(vjp_fun, 3.0) == (6.0,)
+    _, lin_fun = jax.linearize(lambda x: 2.0 * x, 1.0)
+    assert_same(call(lin_fun, 3.0), jnp.asarray(6.0))
+
+
 # ---------------------------------------------------------------- arguments
 def scaled(x, n=2, *, scale=1.0):
     return x * n * scale
@@ -173,6 +207,21 @@ def test_unhashable_static_is_jax_error(store):
     f = mcl.cached_jit(lambda x, s: x, static_argnums=1, store=store)
     with pytest.raises(ValueError, match="Non-hashable static arguments are not supported"):
         f(1.0, {"a": 1})
+
+
+def test_static_whose_eq_raises_is_jax_error(store):
+    class HashableWithoutEq:
+        def __hash__(self):
+            return 1
+
+        def __eq__(self, other):
+            raise NotImplementedError("no __eq__")
+
+    f = mcl.cached_jit(lambda x, y: x + 3, static_argnums=1, store=store)
+    f(1, 1)
+    with pytest.raises(ValueError, match=r"static arguments should be comparable using __eq__"):
+        f(1, HashableWithoutEq())
+        f(1, HashableWithoutEq())
 
 
 # ------------------------------------------------------------ non-array inputs
@@ -301,14 +350,31 @@ def test_store_drops_closed_over_values_with_the_function():
     assert ref() is None
 
 
+def test_clear_cache_and_cache_size(store):
+    f = mcl.cached_jit(lambda x: (x**2).sum(), store=mcl.CacheStore(None))
+    assert f._cache_size() == 0
+    for _ in range(3):
+        f(jnp.arange(5.0))
+    assert f._cache_size() == 1
+    f.clear_cache()
+    assert f._cache_size() == 0
+    f(jnp.arange(5.0))
+    assert f.last_report.status("trace") == "miss"  # nothing left in the store's memory
+
+
 def my_function():
+    """The docstring of my_function."""
     return 1
+
+
+my_function.some_value = 4
 
 
 def test_identity_reads_as_the_wrapped_function():
     f = mcl.cached_jit(my_function)
     assert f.__wrapped__ is my_function
     assert f.__module__ == __name__ and f.__name__ == "my_function"
+    assert f.__doc__ == my_function.__doc__ and f.some_value == 4
     assert f.__getstate__()["function_name"] == "my_function"
     assert mcl.cached_jit(functools.partial(my_function)).__getstate__()["function_name"] == (
         "my_function"
