@@ -230,10 +230,15 @@ class Lowered(_Stage):
 
     def cost_analysis(self) -> Any:
         """XLA's cost estimates before optimization (a dict), or None where unavailable."""
-        platform = (self.exported.platforms or (None,))[0]
-        backend = xla_bridge.get_backend(platform)
-        if xla_bridge.using_pjrt_c_api(backend):
-            return None  # as JAX: the C API has no uncompiled cost analysis
+        backend = None
+        for platform in self.exported.platforms:  # the first one this process has
+            try:
+                backend = xla_bridge.get_backend(platform)
+                break
+            except RuntimeError:
+                continue
+        if backend is None or xla_bridge.using_pjrt_c_api(backend):
+            return None  # as JAX: no backend, or the C API, has no uncompiled cost analysis
         return _jax.hlo_module_cost_analysis(backend, self._hlo().as_hlo_module())
 
     def compile(
@@ -282,6 +287,8 @@ class Compiled(_Stage):
     lowered for; a different pytree, argument types or a JAX transformation raise the
     ``TypeError`` JAX raises.
     """
+
+    _expected: list[Any] | None = None
 
     @property
     def _art(self) -> pipeline.CompileArtifact:
@@ -366,21 +373,26 @@ class Compiled(_Stage):
 
     def _check_types(self, leaves: list[Any]) -> None:
         """JAX's check and message (``pxla.check_arg_avals_for_call``): shapes and dtypes."""
-        expected = self._flat_in_avals()
-        names = _arg_names(self._fn.__wrapped__, self._sig)
-        errors = []
+        if self._expected is None:  # the executable's input types, read once
+            self._expected = self._flat_in_avals()
+        expected = self._expected
+        wrong = []
         for i, (ref, leaf) in enumerate(zip(expected, leaves, strict=True)):
             try:
                 got = jax.typeof(leaf)
             except TypeError:
                 continue  # not an array: the executable's own error names it
             if (ref.shape, ref.dtype) != (got.shape, got.dtype):
+                wrong.append((i, ref, got))
+        if wrong:
+            names = _arg_names(self._fn.__wrapped__, self._sig)  # only when there is an error
+            errors = []
+            for i, ref, got in wrong:
                 name = f"'{names[i]}'" if names else f"{i + 1}/{len(expected)}"
                 errors.append(
                     f"Argument {name} compiled with {ref.str_short()} and called with "
                     f"{got.str_short()}"
                 )
-        if errors:
             shown = "\n".join(errors[:5])
             count = f"The first 5 of {len(errors)}" if len(errors) >= 5 else "The"
             raise TypeError(

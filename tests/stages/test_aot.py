@@ -260,3 +260,6 @@ def test_lowering_platforms_from_traced():
     cpu = cf.trace(1.0).lower()
     assert cpu.exported.platforms == ("cpu",)
     assert "HloModule" in cpu.as_text("hlo")
+    # The cost analysis uses the first listed platform this process has (cuda is absent).
+    cuda_first = cf.trace(1.0).lower(lowering_platforms=("cuda", "cpu"))
+    assert cuda_first.cost_analysis()["flops"] == cpu.cost_analysis()["flops"] == 1.0
