@@ -210,7 +210,9 @@ class CachedFunction:
     ) -> dict[str, KeyComponents]:
         symbolic = self._batch_axes is not None
         return {
-            "trace": pipeline.trace_config(self.fingerprint.digest, sig, symbolic),
+            "trace": pipeline.trace_config(
+                self.fingerprint.digest, sig, symbolic, self.fingerprint.parts
+            ),
             "lower": pipeline.lower_config(sig, symbolic, platforms),
             "compile": pipeline.compile_config(sig, options, self._device),
         }

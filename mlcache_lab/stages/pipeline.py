@@ -20,7 +20,7 @@ import dataclasses
 import os
 import pickle
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -161,12 +161,23 @@ def _trace_context() -> str:
     return digest(*parts)
 
 
-def trace_config(function_digest: str, sig: Signature, symbolic: bool) -> KeyComponents:
-    """Everything that can change the jaxpr, by name."""
+def trace_config(
+    function_digest: str,
+    sig: Signature,
+    symbolic: bool,
+    function_parts: Sequence[tuple[str, str]] = (),
+) -> KeyComponents:
+    """Everything that can change the jaxpr, by name.
+
+    ``function_parts`` are the named parts of the function's fingerprint
+    (:attr:`~mlcache_lab.cache.fingerprint.Fingerprint.parts`): each is a
+    component of its own, so a miss says which closed-over value changed.
+    """
     statics = ";".join(f"{i}:{type(v).__qualname__}:{v!r}" for i, v in sig.statics)
     return KeyComponents(
         "trace",
         {
+            **{f"function {label}": value for label, value in function_parts},
             "function": function_digest,
             "inputs": sig.describe(symbolic),
             "in_tree": str(sig.in_tree),
