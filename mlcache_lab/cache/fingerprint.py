@@ -25,7 +25,7 @@ How an object decides the trace is said, most specific first, by:
    (any value this module can walk: dicts, arrays, functions, configs) that
    holds everything deciding the trace; a dict's keys become named parts of
    the fingerprint, so a miss says which one changed (``function
-   apply.<closure net>.state['linear1']['kernel'] changed``). A class may be
+   apply.<closure net>.state['linear2.kernel.value'] changed``). A class may be
    named by its module-qualified name (``"flax.nnx.Module"`` style, as
    ``type.__module__ + "." + type.__qualname__``), so registering costs no
    import: Keras, Flax and haiku are imported by the adapters only when such
@@ -358,9 +358,6 @@ class _Walker:
                 continue
             self.emit("cell", name)
             label = f"{fn.__qualname__}.<closure {name}>"
-            if isinstance(value, _SCALARS):
-                self.visit(value, label, depth)
-                continue
             with self.part(label):
                 self.visit(value, label, depth)
 

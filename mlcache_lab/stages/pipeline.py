@@ -17,6 +17,7 @@ giving the bytes the store keeps and a digest for the next level's content key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pickle
 import re
@@ -259,7 +260,11 @@ def run_trace(
         closed = canonical_jaxpr(given)
         out_tree = jax.tree_util.tree_structure([0] * len(closed.out_avals))
     else:
-        traced = call_with_leaves(jax.jit(fn, static_argnums=static_argnums).trace, sig, specs)
+        # A new function object each time: JAX caches traces by the function's
+        # identity, so after a closed-over value changed (a Keras model's
+        # weights, assigned in place) it would hand back the old jaxpr.
+        fresh = functools.wraps(fn)(lambda *a, **k: fn(*a, **k))
+        traced = call_with_leaves(jax.jit(fresh, static_argnums=static_argnums).trace, sig, specs)
         closed, out_tree = canonical_jaxpr(traced.jaxpr), traced.out_tree
     if len(closed.in_avals) != len(specs):
         raise AssertionError(f"traced {len(closed.in_avals)} inputs for {len(specs)} leaves")
