@@ -63,6 +63,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import xxhash
 
 __all__ = ["Fingerprint", "Fingerprinter", "fingerprint_function", "register_fingerprinter"]
 
@@ -333,7 +334,8 @@ class _Walker:
         arr = np.ascontiguousarray(obj)
         # A byte view hashes without a copy, and works for ml_dtypes (bfloat16) too.
         data: Any = arr.reshape(-1).view(np.uint8) if arr.size else b""
-        self.emit("array", arr.dtype.str, arr.shape, hashlib.blake2b(data).digest())
+        # xxh3: ~30x blake2b's speed; a Keras ResNet50's 100 MB of weights in ms.
+        self.emit("array", arr.dtype.str, arr.shape, xxhash.xxh3_128_digest(data))
 
     def _library(self, obj: Any) -> bool:
         module = getattr(obj, "__module__", None) or ""
