@@ -9,13 +9,23 @@ Three kinds of fresh process, alternating in one run (``--repeats`` rounds):
 * ``floor``: only ``deserialize_and_load`` of a serialized executable and one
   execution: no library can start faster than this.
 
-Each process reports, from just before its first call (imports and the
-model's arguments excluded, identical for all three): ``ready`` (the
+Each process reports, from just before its first call (imports, building the
+model and its arguments excluded, identically for all three: building a Keras
+model is the user's cost whichever library compiles it): ``ready`` (the
 executable is loaded) and ``first_result`` (the first call's result is ready),
-plus ``second_call``. Results go to ``data/warm_start.csv`` and a summary with
-medians and the ratios the issue targets is printed.
+plus ``second_call``. For mlcache_lab, the first call includes fingerprinting
+the function (for a closed-over Keras model: hashing its weights). Results go
+to ``data/warm_start.csv`` and a summary with medians and the ratios the issue
+targets is printed.
 
-Run: ``python -m mlcache_lab.bench.warm_start [--layers 48] [--repeats 7]``.
+``--model`` picks the model: the built-in ``transformer`` (``--layers``
+deep), or one of :data:`~mlcache_lab.models.frameworks.FRAMEWORK_MODELS`
+(``keras_resnet50``: Keras ResNet50 at 64x64 through ``stateless_call``;
+``haiku_resnet18``), built with its default configuration.
+
+Run: ``python -m mlcache_lab.bench.warm_start [--layers 48] [--repeats 7]``, or
+``python -m mlcache_lab.bench.warm_start --model keras_resnet50 --repeats 5
+--out data/warm_start_keras_resnet50.csv``.
 """
 
 from __future__ import annotations
@@ -36,10 +46,42 @@ MODULE = "mlcache_lab.bench.warm_start"
 __all__ = ["main", "run_benchmark"]
 
 VARIANTS = ("mlcache_lab", "jax", "floor")
+DEFAULT_MODEL = "transformer"
+# Listed here, not imported: the driver never builds a model, only its children do.
+MODELS = (
+    DEFAULT_MODEL,
+    "equinox_mlp",
+    "haiku_convbn",
+    "haiku_mlp",
+    "haiku_resnet18",
+    "keras_attention",
+    "keras_mobilenet",
+    "keras_resnet50",
+    "keras_sequential",
+    "linen_cnn",
+    "linen_transformer",
+    "nnx_closed",
+    "nnx_split",
+    "optax_train_step",
+)
 
 
-def _child(variant: str, workdir: str, layers: int, batch: int) -> dict[str, Any]:
+def _build(model: str, layers: int) -> Any:
+    if model == DEFAULT_MODEL:
+        from mlcache_lab.models import get_model
+
+        return get_model(DEFAULT_MODEL, layers=layers)
+    from mlcache_lab.models.frameworks import framework_model
+
+    return framework_model(model)
+
+
+def _child(
+    variant: str, workdir: str, layers: int, batch: int, model: str = DEFAULT_MODEL
+) -> dict[str, Any]:
     t_process = time.perf_counter()
+    if model.startswith("keras"):
+        os.environ.setdefault("KERAS_BACKEND", "jax")
     import jax
 
     if variant == "jax":
@@ -47,18 +89,17 @@ def _child(variant: str, workdir: str, layers: int, batch: int) -> dict[str, Any
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     import mlcache_lab as mcl
-    from mlcache_lab.models import get_model
 
-    model = get_model("transformer", layers=layers)
-    args = jax.block_until_ready(model.example_args(batch))
+    built = _build(model, layers)
+    args = jax.block_until_ready(built.example_args(batch))
     leaves = jax.tree_util.tree_leaves(args)
     setup = time.perf_counter() - t_process
-    result: dict[str, Any] = {"variant": variant, "setup_seconds": setup}
+    result: dict[str, Any] = {"variant": variant, "model": model, "setup_seconds": setup}
 
     call: Any
     t0 = time.perf_counter()
     if variant == "mlcache_lab":
-        f = mcl.cached_jit(model.apply, store=mcl.CacheStore(os.path.join(workdir, "store")))
+        f = mcl.cached_jit(built.apply, store=mcl.CacheStore(os.path.join(workdir, "store")))
         out = jax.block_until_ready(f(*args))
         t1 = time.perf_counter()
         assert f.last_report is not None
@@ -66,7 +107,7 @@ def _child(variant: str, workdir: str, layers: int, batch: int) -> dict[str, Any
         result["statuses"] = "/".join(f.last_report.statuses().values())
         call = f
     elif variant == "jax":
-        compiled = jax.jit(model.apply).trace(*args).lower().compile()
+        compiled = jax.jit(built.apply).trace(*args).lower().compile()
         result["ready"] = time.perf_counter() - t0
         out = jax.block_until_ready(compiled(*args))
         t1 = time.perf_counter()
@@ -94,11 +135,13 @@ def _child(variant: str, workdir: str, layers: int, batch: int) -> dict[str, Any
     return result
 
 
-def _spawn(variant: str, workdir: str, layers: int, batch: int) -> dict[str, Any]:
-    return spawn_child(MODULE, variant, workdir, layers, batch)
+def _spawn(variant: str, workdir: str, layers: int, batch: int, model: str) -> dict[str, Any]:
+    return spawn_child(
+        MODULE, variant, workdir, layers, batch, model=None if model == DEFAULT_MODEL else model
+    )
 
 
-def _prepare(workdir: str, layers: int, batch: int) -> None:
+def _prepare(workdir: str, layers: int, batch: int, model: str) -> None:
     """Warm both caches in fresh processes; copy our executable out for the floor.
 
     The floor loads the very executable mlcache_lab serves (read from its
@@ -106,34 +149,49 @@ def _prepare(workdir: str, layers: int, batch: int) -> None:
     """
     import mlcache_lab as mcl
 
-    _spawn("mlcache_lab", workdir, layers, batch)
-    _spawn("jax", workdir, layers, batch)
+    _spawn("mlcache_lab", workdir, layers, batch, model)
+    _spawn("jax", workdir, layers, batch, model)
     (entry,) = Path(workdir, "store", "compile", "content").glob("*/output.pkl")
     store = mcl.CacheStore(Path(workdir, "store"))  # entries are signed: read them verified
     Path(workdir, "executable.pkl").write_bytes(store.read_payload("compile", entry.parent.name))
 
 
 def run_benchmark(
-    layers: int = 48, batch: int = 8, repeats: int = 7, out: Path | None = None
+    layers: int = 48,
+    batch: int = 8,
+    repeats: int = 7,
+    out: Path | None = None,
+    model: str = DEFAULT_MODEL,
 ) -> list[dict[str, Any]]:
-    """Alternate the three variants ``repeats`` times; rows of measurements."""
+    """Alternate the three variants ``repeats`` times; rows of measurements.
+
+    Raises:
+      ValueError: ``model`` is not one of :data:`MODELS`.
+    """
+    if model not in MODELS:
+        raise ValueError(
+            f"Valid options for 'model' are {list(MODELS)}. Got model={model!r} instead."
+        )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mlcache-warm-start-") as workdir:
-        _prepare(workdir, layers, batch)
+        _prepare(workdir, layers, batch, model)
         for repeat in range(repeats):
             for variant in VARIANTS:
-                row = _spawn(variant, workdir, layers, batch)
+                row = _spawn(variant, workdir, layers, batch, model)
                 row.update(repeat=repeat, layers=layers, batch=batch)
                 rows.append(row)
     if out is not None:
-        _write(rows, out, layers, batch, repeats)
+        _write(rows, out, layers, batch, repeats, model)
     return rows
 
 
-def _write(rows: list[dict[str, Any]], out: Path, layers: int, batch: int, repeats: int) -> None:
+def _write(
+    rows: list[dict[str, Any]], out: Path, layers: int, batch: int, repeats: int, model: str
+) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fields = [
         "variant",
+        "model",
         "repeat",
         "layers",
         "batch",
@@ -145,9 +203,10 @@ def _write(rows: list[dict[str, Any]], out: Path, layers: int, batch: int, repea
         "checksum",
     ]
     with out.open("w", newline="") as fh:
+        option = "" if model == DEFAULT_MODEL else f" --model {model} --out {out}"
         fh.write(
             f"# made by: python -m mlcache_lab.bench.warm_start --layers {layers} "
-            f"--batch {batch} --repeats {repeats}\n"
+            f"--batch {batch} --repeats {repeats}{option}\n"
         )
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -163,7 +222,9 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         }
         for v in VARIANTS
     }
-    lines = [f"{'variant':<12} {'ready s':>9} {'first result s':>15} {'second call s':>14}"]
+    models = sorted({r.get("model", DEFAULT_MODEL) for r in rows})
+    lines = [f"model: {', '.join(models)}"]
+    lines.append(f"{'variant':<12} {'ready s':>9} {'first result s':>15} {'second call s':>14}")
     for v in VARIANTS:
         m = med[v]
         lines.append(
@@ -189,10 +250,17 @@ def main(argv: list[str] | None = None) -> int:
         module=MODULE,
         doc=__doc__ or "",
         variants=VARIANTS,
-        defaults={"layers": 48, "batch": 8, "repeats": 7, "out": "data/warm_start.csv"},
+        defaults={
+            "layers": 48,
+            "batch": 8,
+            "repeats": 7,
+            "out": "data/warm_start.csv",
+            "model": DEFAULT_MODEL,
+        },
         child=_child,
         run=run_benchmark,
         summarize=summarize,
+        models=MODELS,
     )
 
 

@@ -63,15 +63,27 @@ def explain_change(old: Mapping[str, str] | None, new: Mapping[str, str]) -> str
     """
     if old is None:
         return "no earlier entry for this function at this level"
-    changed = []
-    for name in sorted(set(old) | set(new)):
-        before, after = old.get(name), new.get(name)
-        if before != after:
-            a, b = _difference(before, after)
-            changed.append(f"{name} changed: {a} -> {b}")
-    if not changed:
+    names = [n for n in sorted(set(old) | set(new)) if old.get(n) != new.get(n)]
+    if not names:
         return "same components as the last entry, which is no longer in the store"
+    # "function", "function f.<closure net>", "function f.<closure net>.state['w']":
+    # the most specific names say what changed; those containing them follow from it.
+    specific = [n for n in names if not any(o != n and _contains(n, o) for o in names)]
+    changed = []
+    for name in specific[:_MAX_LISTED]:
+        a, b = _difference(old.get(name), new.get(name))
+        changed.append(f"{name} changed: {a} -> {b}")
+    if len(specific) > _MAX_LISTED:
+        changed.append(f"and {len(specific) - _MAX_LISTED} more components")
     return "; ".join(changed)
+
+
+_MAX_LISTED = 8
+
+
+def _contains(outer: str, inner: str) -> bool:
+    """Whether component ``inner`` is a part of component ``outer`` (by its name)."""
+    return inner.startswith(outer) and inner[len(outer)] in " .["
 
 
 def _difference(before: str | None, after: str | None, context: int = 12) -> tuple[str, str]:

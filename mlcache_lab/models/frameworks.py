@@ -496,7 +496,8 @@ def _nnx_net(seed: int, width: int) -> Any:
 def _nnx_closed(weight_shift: float = 0.0, width: int = 32, seed: int = 0) -> Model:
     net = _nnx_net(seed, width)
     if weight_shift:
-        net.linear1.kernel.value = net.linear1.kernel.value + weight_shift
+        # linear2: a shift of linear1's kernel would be undone by the LayerNorm after it.
+        net.linear2.kernel[...] = net.linear2.kernel[...] + weight_shift
 
     def apply(params: Any, x: Any) -> Any:
         del params  # the module is closed over: its weights are constants of the program

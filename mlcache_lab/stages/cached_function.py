@@ -366,7 +366,9 @@ class CachedFunction:
     ) -> dict[str, KeyComponents]:
         symbolic = self._batch_axes is not None
         return {
-            "trace": pipeline.trace_config(self.fingerprint.digest, sig, symbolic, context),
+            "trace": pipeline.trace_config(
+                self.fingerprint.digest, sig, symbolic, context, self.fingerprint.parts
+            ),
             "lower": pipeline.lower_config(sig, symbolic, platforms),
             "compile": pipeline.compile_config(sig, options, self._device),
         }

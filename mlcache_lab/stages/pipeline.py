@@ -21,7 +21,7 @@ import functools
 import os
 import pickle
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -203,17 +203,25 @@ def _context_text(value: Any) -> str:
 
 
 def trace_config(
-    function_digest: str, sig: Signature, symbolic: bool, context: str
+    function_digest: str,
+    sig: Signature,
+    symbolic: bool,
+    context: str,
+    function_parts: Sequence[tuple[str, str]] = (),
 ) -> KeyComponents:
     """Everything that can change the jaxpr, by name.
 
     ``context`` is the first item of :func:`describe_trace_context`.
+    ``function_parts`` are the named parts of the function's fingerprint
+    (:attr:`~mlcache_lab.cache.fingerprint.Fingerprint.parts`): each is a
+    component of its own, so a miss says which closed-over value changed.
     """
     # By type and value, as JAX keys static arguments: 1, True and 1.0 are three programs.
     statics = ";".join(f"{i}:{type(v).__qualname__}:{v!r}" for i, v in sig.statics)
     return KeyComponents(
         "trace",
         {
+            **{f"function {label}": value for label, value in function_parts},
             "function": function_digest,
             "inputs": sig.describe(symbolic),
             "in_tree": str(sig.in_tree),
@@ -306,6 +314,9 @@ def run_trace(fn: Callable[..., Any], sig: Signature, symbolic: bool) -> TraceAr
         closed = canonical_jaxpr(given)
         out_tree = jax.tree_util.tree_structure([0] * len(closed.out_avals))
     else:
+        # A new partial each time: JAX caches traces by the function's identity,
+        # so after a closed-over value changed (a Keras model's weights,
+        # assigned in place) it would hand back the old jaxpr.
         traced = jax.jit(functools.partial(call_with_leaves, fn, sig)).trace(specs)
         closed, out_tree = canonical_jaxpr(traced.jaxpr), traced.out_tree
     if len(closed.in_avals) != len(specs):

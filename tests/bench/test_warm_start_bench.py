@@ -27,3 +27,11 @@ def test_call_overhead_measures_both(tmp_path):
     rows = call_overhead.measure(calls=20, rounds=1)
     assert {r["implementation"] for r in rows} == {"jax.jit", "cached_jit"}
     assert all(r["median_us"] > 0 for r in rows)
+
+
+def test_the_model_choices_are_the_builtin_and_every_framework_model():
+    from mlcache_lab.models.frameworks import FRAMEWORK_MODELS
+
+    assert set(warm_start.MODELS) == {warm_start.DEFAULT_MODEL, *FRAMEWORK_MODELS}
+    with pytest.raises(ValueError, match=r"Valid options for 'model' are .*Got model='vgg'"):
+        warm_start.run_benchmark(model="vgg")

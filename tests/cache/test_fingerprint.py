@@ -6,13 +6,14 @@ import functools
 import importlib
 import sys
 import textwrap
+import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlcache_lab.cache.fingerprint import fingerprint_function
+from mlcache_lab.cache.fingerprint import fingerprint_function, register_fingerprinter
 
 
 def load_module(tmp_path, name, source):
@@ -138,3 +139,108 @@ def test_closed_over_values(value):
 
     assert fingerprint_function(make(value)).digest == fingerprint_function(make(value)).digest
     assert fingerprint_function(make(value)).digest != fingerprint_function(make([value])).digest
+
+
+# ------------------------------------------------------- fingerprinters by type
+class Opaque:
+    """State a walk must not read (a lock), described by a registered fingerprinter."""
+
+    __slots__ = ("lock", "scale")
+
+    def __init__(self, scale):
+        self.lock = threading.Lock()
+        self.scale = scale
+
+
+class OpaqueChild(Opaque):
+    __slots__ = ()
+
+
+def closing_over(obj):
+    return lambda x: x * obj.scale
+
+
+def test_without_a_fingerprinter_the_note_names_the_object_and_the_fix():
+    result = fingerprint_function(closing_over(Opaque(2.0)))
+    assert not result.reliable
+    (note,) = [n for n in result.notes if "lock" in n]
+    assert "<closure obj>" in note
+    assert "register_fingerprinter(" in note and "pass it as an argument" in note
+
+
+def test_a_registered_fingerprinter_describes_the_class_and_its_subclasses():
+    register_fingerprinter(Opaque, lambda o: {"scale": o.scale})
+    a = fingerprint_function(closing_over(Opaque(2.0)))
+    b = fingerprint_function(closing_over(OpaqueChild(2.0)))
+    c = fingerprint_function(closing_over(Opaque(3.0)))
+    assert a.reliable and b.reliable and c.reliable
+    assert a.digest == fingerprint_function(closing_over(Opaque(2.0))).digest
+    assert len({a.digest, b.digest, c.digest}) == 3  # the class enters, and the value
+    changed = [label for label, d in a.parts if dict(c.parts).get(label) != d]
+    assert any(label.endswith("<closure obj>.scale") for label in changed), changed
+
+    # The most specific registration along the MRO wins.
+    register_fingerprinter(OpaqueChild, lambda o: {"scale": 0})
+    assert fingerprint_function(closing_over(OpaqueChild(2.0))).digest == (
+        fingerprint_function(closing_over(OpaqueChild(5.0))).digest
+    )
+
+
+def test_registration_by_qualified_name_and_a_failing_fingerprinter():
+    class Named:
+        def __init__(self, w):
+            self.w = w
+            self.lock = threading.Lock()
+
+    register_fingerprinter(f"{__name__}.{Named.__qualname__}", lambda o: {"w": o.w})
+    a = fingerprint_function(closing_over_w(Named(np.ones(3))))
+    b = fingerprint_function(closing_over_w(Named(np.zeros(3))))
+    assert a.reliable and a.digest != b.digest
+
+    class Broken:
+        pass
+
+    register_fingerprinter(Broken, lambda o: 1 / 0)
+    broken = Broken()
+    result = fingerprint_function(lambda x: (x, broken))
+    assert not result.reliable
+    assert "fingerprinter raised ZeroDivisionError" in result.notes[0]
+
+
+def closing_over_w(obj):
+    return lambda x: x @ obj.w
+
+
+@pytest.mark.parametrize(
+    ("cls", "fn", "error", "match"),
+    [
+        ("Net", len, ValueError, r"module-qualified, like 'mylib.models.Net'. Got cls='Net'"),
+        (3, len, TypeError, r"'cls' must be a class .* Got cls=3"),
+        (Opaque, "f", TypeError, r"'fingerprinter' must be a callable .* Got 'f'"),
+    ],
+)
+def test_bad_registrations_name_the_argument(cls, fn, error, match):
+    with pytest.raises(error, match=match):
+        register_fingerprinter(cls, fn)
+
+
+def test_library_closures_keep_their_values():
+    optax = pytest.importorskip("optax")
+
+    def make(learning_rate):
+        tx = optax.adam(learning_rate)
+        return lambda g, s: tx.update(g, s)
+
+    fa, fb = fingerprint_function(make(1e-3)), fingerprint_function(make(1e-2))
+    assert fa.reliable and fa.digest != fb.digest
+    assert fingerprint_function(make(1e-3)).digest == fa.digest
+
+
+def test_closed_over_prng_keys_by_their_bits():
+    def make(seed):
+        k = jax.random.key(seed)
+        return lambda x: x + jax.random.normal(k, x.shape)
+
+    a, b = fingerprint_function(make(0)), fingerprint_function(make(1))
+    assert a.reliable and a.digest != b.digest
+    assert a.digest == fingerprint_function(make(0)).digest
