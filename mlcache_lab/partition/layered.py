@@ -33,6 +33,7 @@ import dataclasses
 import io
 import itertools
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -432,6 +433,7 @@ def draw(
             zorder=3,
             family="sans-serif",
             parse_math=False,
+            clip_on=False,
         )
 
     for node, (x0, y0, w, h) in zip(nodes, where.boxes, strict=True):
@@ -444,6 +446,7 @@ def draw(
             edgecolor="black",
             linewidth=2.0 if node.bold else 1.0,
             zorder=2,
+            clip_on=False,
         )
         box.set_gid(f"node-{node.key}")
         ax.add_patch(box)
@@ -462,6 +465,7 @@ def draw(
             shrinkA=0,
             shrinkB=0,
             zorder=1,
+            clip_on=False,
         )
         arrow.set_gid(f"edge-{edge.tail}-{edge.head}")
         ax.add_patch(arrow)
@@ -480,6 +484,7 @@ def draw(
                     facecolor=fill,
                     edgecolor="black",
                     linewidth=0.8,
+                    clip_on=False,
                 )
             )
             x += 2 * line_h
@@ -497,6 +502,8 @@ def _save(fig: Any, format: str, width: float, height: float) -> bytes:
         # Text stays text (searchable, small); fixed ids make the output reproducible.
         with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "mlcache_lab"}):
             fig.savefig(buf, format="svg", metadata={"Date": None})
+        # matplotlib's `*{...}` style rule would restyle every SVG of a page it is inlined in.
+        return re.sub(rb"<style[^>]*>\*\{[^}]*\}</style>", b"", buf.getvalue(), count=1)
     else:
         pixels = (width / 72) * (height / 72) * PNG_DPI**2
         dpi = PNG_DPI if pixels <= MAX_PNG_PIXELS else PNG_DPI * math.sqrt(MAX_PNG_PIXELS / pixels)
