@@ -252,6 +252,10 @@ def renderer(requested: str | None = None) -> str:
     Raises:
       ValueError: an unknown renderer (argument or environment variable).
     """
+    return _resolve(_requested(requested))
+
+
+def _requested(requested: str | None) -> str:
     choice = requested or os.environ.get(RENDERER_ENV) or "auto"
     if choice not in RENDERERS:
         where = "renderer" if requested else f"${RENDERER_ENV}"
@@ -259,6 +263,10 @@ def renderer(requested: str | None = None) -> str:
             f"Valid options for {where} are {RENDERERS}. Got {choice!r} instead. "
             f"Fix: e.g. {RENDERER_ENV}=layered, or unset it for 'auto'."
         )
+    return choice
+
+
+def _resolve(choice: str) -> str:
     if choice == "auto":
         return "graphviz" if shutil.which("dot") else "layered"
     return choice
@@ -291,12 +299,12 @@ def render(
             f"Valid options for 'format' are {FORMATS}. Got format={format!r} instead."
         )
     notes = _check(graph, detail, annotations)
-    explicit = renderer or os.environ.get(RENDERER_ENV) or "auto"
-    if _resolve(renderer) == "graphviz":
+    choice = _requested(renderer)
+    if _resolve(choice) == "graphviz":
         try:
             return bytes(to_dot(graph, detail, notes).pipe(format=format))
         except Exception as error:
-            if explicit == "graphviz":
+            if choice == "graphviz":
                 raise
             warnings.warn(
                 f"Graphviz could not draw the cluster graph ({type(error).__name__}: {error}); "
@@ -304,13 +312,10 @@ def render(
                 DisplayWarning,
                 stacklevel=2,
             )
-    swatches = [(c.fill, f"{c.meaning}") for c in CATEGORIES.values()]
+    swatches = [(c.fill, c.meaning) for c in CATEGORIES.values()]
     return layered.draw(
         _boxes(graph, detail, notes), _edges(graph), swatches, EDGES_NOTE, format=format
     )
-
-
-_resolve = renderer  # `render` takes an argument of that name
 
 
 def svg(
