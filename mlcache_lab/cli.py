@@ -50,7 +50,7 @@ def demo(args: argparse.Namespace) -> int:
     )
     _say(
         f"store: {store_root}  (each change starts from a store warmed by the base call; "
-        "every call runs in a fresh process, so each row takes a few seconds)\n"
+        "every call starts a fresh Python process, so a row takes a while)\n"
     )
     header = f"{'change':<44} " + " ".join(f"{lvl:>17}" for lvl in LEVELS) + "   call s  ok"
     _say(header)
