@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +33,36 @@ def _default_store_root() -> Path:
 
 def demo(args: argparse.Namespace) -> int:
     """Each pipeline change of the cache table in fresh processes; a table, a CSV and a plot."""
+    from tqdm import tqdm
+
     from .stages.changes import CHANGES, CallSpec, run_change
 
+    begin = time.perf_counter()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     store_root = Path(args.store).expanduser() if args.store else _default_store_root() / "demo"
     if store_root.exists():
         shutil.rmtree(store_root)  # the tour starts cold, every time
     config = (("layers", args.layers), ("seq", args.seq), ("width", args.width))
-    print(
+    _say(
         f"mlcache-lab demo: built-in transformer ({args.layers} layers, sequence {args.seq}, "
         f"width {args.width}), batch {args.batch_size}"
     )
-    print(f"store: {store_root}  (each change starts from a store warmed by the base call)\n")
+    _say(
+        f"store: {store_root}  (each change starts from a store warmed by the base call; "
+        "every call starts a fresh Python process, so a row takes a while)\n"
+    )
     header = f"{'change':<44} " + " ".join(f"{lvl:>17}" for lvl in LEVELS) + "   call s  ok"
-    print(header)
-    print("-" * len(header))
+    _say(header)
+    _say("-" * len(header))
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
-    for change in CHANGES:
+    # The bar (stderr) counts the changes; each row prints above it as soon as it is done.
+    bar = tqdm(
+        CHANGES, desc="pipeline changes", unit="change", file=sys.stderr, disable=args.no_progress
+    )
+    for change in bar:
+        bar.set_postfix_str(change.name)
         spec = CallSpec(
             store=str(store_root / change.name),
             workdir=str(out / "work"),
@@ -60,23 +73,32 @@ def demo(args: argparse.Namespace) -> int:
         base, changed = run_change(change, spec)
         if not rows:
             rows.append(_row("cold", "cold start (empty store)", base, None))
-            _print_row(rows[-1])
+            tqdm.write(_row_text(rows[-1]), file=sys.stdout)
         rows.append(_row(change.name, change.description, changed, change.expected))
-        _print_row(rows[-1])
+        tqdm.write(_row_text(rows[-1]), file=sys.stdout)
+    bar.close()
     csv_path = out / "cache_changes.csv"
     _write_csv(csv_path, rows)
     written = [csv_path, *filter(None, [_plot(rows, out / "cache_changes.png")])]
     ok = all(r["as_expected"] in ("yes", "") for r in rows)
-    print(
+    _say(
         f"\n{len(rows)} runs in fresh processes, {time.perf_counter() - start:.1f} s; "
         f"every row as expected: {'yes' if ok else 'NO'}"
     )
     written += _demo_graph(args, out)
     written += _demo_schedule(args, out, store_root / "schedule")
-    print(f"\nwrote {len(written)} files to {out}:")
+    _say(f"\nwrote {len(written)} files to {out} in {time.perf_counter() - begin:.0f} s:")
     for path in written:
-        print(f"  {path.name}")
+        _say(f"  {path.name}")
+    _say(
+        f"\nOpen first: {out / 'cache_changes.png'} (what each cache level did after each "
+        "pipeline change), then cluster_graph.svg and schedule.png."
+    )
     return 0 if ok else 1
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)  # each line as it happens, also through a pipe
 
 
 def _demo_model(args: argparse.Namespace) -> Any:
@@ -86,29 +108,31 @@ def _demo_model(args: argparse.Namespace) -> Any:
 
 
 def _demo_graph(args: argparse.Namespace, out: Path) -> list[Path]:
-    """The cluster graph of the built-in transformer: SVG, or the .dot file without Graphviz."""
+    """The cluster graph of the built-in transformer: SVG and PNG (any machine), and DOT."""
     import mlcache_lab as mcl
+    from mlcache_lab.partition import display
 
     model = _demo_model(args)
     graph = mcl.partition(model.apply, *model.example_args(2), batch_axes=model.batch_axes)
     kinds = [c.kind for c in graph.clusters]
-    print(
+    renderer = display.renderer()
+    _say(
         f"\ncluster graph: {len(graph.clusters)} clusters ({kinds.count('batched')} batched, "
-        f"{kinds.count('non_batched')} non-batched), {len(graph.dependencies)} dependencies"
-    )
-    dot = graph.to_dot()
-    dot_path = out / "cluster_graph.dot"
-    dot_path.write_text(dot.source)
-    if shutil.which("dot") is None:
-        print(
-            f"Graphviz's `dot` program is not installed: wrote {dot_path.name} only; render it "
-            "with `dot -Tsvg cluster_graph.dot -o cluster_graph.svg` after installing Graphviz "
-            "(apt-get install graphviz, brew install graphviz)."
+        f"{kinds.count('non_batched')} non-batched), {len(graph.dependencies)} dependencies; "
+        + (
+            "drawn by Graphviz"
+            if renderer == "graphviz"
+            else "drawn by the layered renderer (igraph + matplotlib: Graphviz's `dot` is "
+            "not installed)"
         )
-        return [dot_path]
+    )
+    dot_path = out / "cluster_graph.dot"
+    dot_path.write_text(graph.to_dot().source)
     svg_path = out / "cluster_graph.svg"
-    svg_path.write_bytes(dot.pipe(format="svg"))
-    return [dot_path, svg_path]
+    svg_path.write_bytes(display.render(graph, "svg"))
+    png_path = out / "cluster_graph.png"
+    png_path.write_bytes(display.render(graph, "png"))
+    return [dot_path, svg_path, png_path]
 
 
 def _demo_schedule(args: argparse.Namespace, out: Path, store_dir: Path) -> list[Path]:
@@ -130,8 +154,8 @@ def _demo_schedule(args: argparse.Namespace, out: Path, store_dir: Path) -> list
     plain = jax.jit(model.apply)
     seen: set[int] = set()
     rows = []
-    print(f"\nschedule: policy chunk, micro_batch {args.micro_batch}, against jax.jit")
-    print(f"{'batch':>6} {'batched_jit s':>14} {'compiles':>9} {'jax.jit s':>10} {'compiles':>9}")
+    _say(f"\nschedule: policy chunk, micro_batch {args.micro_batch}, against jax.jit")
+    _say(f"{'batch':>6} {'batched_jit s':>14} {'compiles':>9} {'jax.jit s':>10} {'compiles':>9}")
     for size in args.sizes:
         (x,) = model.make_inputs(size, jax.random.key(size))
         t0 = time.perf_counter()
@@ -152,15 +176,24 @@ def _demo_schedule(args: argparse.Namespace, out: Path, store_dir: Path) -> list
             }
         )
         seen.add(size)
-        print(
+        _say(
             f"{size:>6} {ours:14.4f} {compiles:9d} {theirs:10.4f} "
             f"{rows[-1]['jax_jit_compilations']:9d}"
         )
     csv_path = out / "schedule.csv"
     _write_csv(csv_path, rows)
-    import matplotlib.pyplot as plt
+    png = out / "schedule.png"
+    _schedule_figure(rows).savefig(png, dpi=110)
+    return [csv_path, png]
 
-    fig, (ax_t, ax_c) = plt.subplots(1, 2, figsize=(10, 3.6))
+
+def _schedule_figure(rows: list[dict[str, Any]]) -> Any:
+    """Seconds and XLA compilations per call, batched_jit against jax.jit, in call order."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(10, 3.6), layout="tight")
+    ax_t, ax_c = fig.subplots(1, 2)
     calls = range(len(rows))
     labels = [str(r["batch_size"]) for r in rows]
     for key, name in (("batched_jit", "batched_jit (chunk)"), ("jax_jit", "jax.jit")):
@@ -171,12 +204,10 @@ def _demo_schedule(args: argparse.Namespace, out: Path, store_dir: Path) -> list
         ax.set_xlabel("batch size, in call order")
         ax.set_ylabel(label)
         ax.legend()
+    ax_c.set_ylim(bottom=0)
+    ax_c.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: 0, 1, 2, never 0.25
     fig.suptitle("a schedule over several batch sizes: no new compilation per size")
-    fig.tight_layout()
-    png = out / "schedule.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return [csv_path, png]
+    return fig
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -205,9 +236,9 @@ def _row(
     return row
 
 
-def _print_row(row: dict[str, Any]) -> None:
+def _row_text(row: dict[str, Any]) -> str:
     cells = " ".join(f"{row[f'{lvl}_status']:>8} {row[f'{lvl}_seconds']:8.3f}" for lvl in LEVELS)
-    print(
+    return (
         f"{row['description'][:44]:<44} {cells} {row['call_seconds']:8.3f}  "
         f"{row['as_expected'][:3] or '-'}"
     )
@@ -378,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="chunk size of the schedule (default 8)",
     )
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(run=demo)
 
     studies = "\n".join(f"  {name:<14} {text}" for name, text in STUDIES.items())
@@ -464,7 +496,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return int(args.run(args))
+    with _library_log_to_stdout():
+        return int(args.run(args))
+
+
+class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is at the time (pytest's capture swaps it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ sets it
+        pass
+
+
+@contextlib.contextmanager
+def _library_log_to_stdout() -> Iterator[None]:
+    """The library reports through the ``mlcache_lab`` logger; the command line prints it."""
+    logger = logging.getLogger("mlcache_lab")
+    handler = _Stdout()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -16,3 +16,18 @@ def key() -> jax.Array:
 @pytest.fixture
 def store(tmp_path) -> mcl.CacheStore:
     return mcl.CacheStore(tmp_path / "store")
+
+
+@pytest.fixture(params=["graphviz", "layered"])
+def renderer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each picture test once per renderer: Graphviz where `dot` is on PATH, and the layered
+    renderer (igraph + matplotlib) everywhere, forced through $MLCACHE_LAB_RENDERER so that
+    fresh processes (notebook kernels, the CLI) draw with it too."""
+    import shutil
+
+    from mlcache_lab.partition.display import RENDERER_ENV
+
+    if request.param == "graphviz" and shutil.which("dot") is None:
+        pytest.skip("Graphviz's `dot` is not on PATH; the layered case covers this machine")
+    monkeypatch.setenv(RENDERER_ENV, request.param)
+    return str(request.param)

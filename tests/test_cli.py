@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import csv
+import logging
+from pathlib import Path
 
 import pytest
 
 from mlcache_lab import cli
 from mlcache_lab.experiments import load
+from mlcache_lab.stages.changes import CHANGES
 
 TINY = ["--layers", "1", "--seq", "8", "--width", "16", "--batch-size", "2"]
 
@@ -29,9 +33,16 @@ def test_demo_writes_changes_graph_schedule_and_plots(tmp_path, capsys):
             "4",
         ]
     )
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert rc == 0, printed
     assert "every row as expected: yes" in printed
+    # Progress: a bar over the changes on stderr, and the table's rows on stdout.
+    assert (
+        "pipeline changes: 100%" in captured.err
+        and f"{len(CHANGES)}/{len(CHANGES)}" in captured.err
+    )
+    assert printed.rstrip().splitlines()[-1].startswith(f"Open first: {out / 'cache_changes.png'}")
     with (out / "cache_changes.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [r["change"] for r in rows][:3] == ["cold", "nothing", "compiler_option"]
@@ -39,7 +50,8 @@ def test_demo_writes_changes_graph_schedule_and_plots(tmp_path, capsys):
     assert all(r["as_expected"] in ("", "yes") for r in rows)
     assert (out / "cache_changes.png").stat().st_size > 1000
     assert (out / "cluster_graph.dot").read_text().startswith("digraph")
-    assert (out / "cluster_graph.svg").read_text().lstrip().startswith("<?xml")
+    assert (out / "cluster_graph.svg").read_text().lstrip().startswith("<?xml")  # any machine
+    assert (out / "cluster_graph.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with (out / "schedule.csv").open() as fh:
         schedule = list(csv.DictReader(fh))
     assert [int(r["batch_size"]) for r in schedule] == [3, 5, 7]
@@ -48,12 +60,67 @@ def test_demo_writes_changes_graph_schedule_and_plots(tmp_path, capsys):
     assert f"files to {out}" in printed
 
 
-def test_demo_without_graphviz_writes_the_dot_file_and_says_so(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+def test_demo_draws_the_cluster_graph_with_whichever_renderer_there_is(tmp_path, capsys, renderer):
     args = cli.build_parser().parse_args(["demo", *TINY])
     written = cli._demo_graph(args, tmp_path)
-    assert [p.name for p in written] == ["cluster_graph.dot"]
-    assert "`dot` program is not installed" in capsys.readouterr().out
+    assert [p.name for p in written] == [
+        "cluster_graph.dot",
+        "cluster_graph.svg",
+        "cluster_graph.png",
+    ]
+    assert "#0 " in (tmp_path / "cluster_graph.svg").read_text()
+    assert (tmp_path / "cluster_graph.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    said = {"graphviz": "drawn by Graphviz", "layered": "drawn by the layered renderer"}
+    assert said[renderer] in capsys.readouterr().out
+
+
+def test_the_schedule_plot_counts_compilations_in_whole_numbers():
+    rows = [
+        {
+            "batch_size": n,
+            "batched_jit_seconds": 0.1,
+            "batched_jit_compilations": c,
+            "jax_jit_seconds": 0.2,
+            "jax_jit_compilations": 1,
+        }
+        for n, c in ((1, 1), (5, 0), (8, 0))
+    ]
+    fig = cli._schedule_figure(rows)
+    fig.canvas.draw()  # ticks are placed at draw time
+    ax = fig.axes[1]
+    ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_library_logs_reach_the_command_line_only_while_it_runs(capsys):
+    log = logging.getLogger("mlcache_lab.experiments.studies")
+    with cli._library_log_to_stdout():
+        log.info("3 runs; 0 with statuses other than expected")
+    log.info("after the command: not printed")
+    assert capsys.readouterr().out == "3 runs; 0 with statuses other than expected\n"
+
+
+# Modules that are command lines of their own (python -m ...), or children whose stdout is
+# a JSON protocol: they print. Everything else reports through the `mlcache_lab` logger.
+PRINTING = {"cli.py", "stages/changes.py", "experiments/child.py"}
+
+
+def test_only_the_command_lines_print():
+    package = Path(cli.__file__).parent
+    printing = set()
+    for path in package.rglob("*.py"):
+        name = path.relative_to(package).as_posix()
+        if name in PRINTING or name.startswith("bench/"):
+            continue
+        tree = ast.parse(path.read_text())
+        if any(
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "print"
+            for node in ast.walk(tree)
+        ):
+            printing.add(name)
+    assert printing == set(), f"use logging.getLogger(__name__) in {sorted(printing)}"
 
 
 @pytest.mark.slow

@@ -215,8 +215,12 @@ def serving(results: Results | Table) -> Any:
         ax_c.plot(sizes, [comps[(m,)] for m in sizes], marker="o", label=label)
     ax_t.set_xlabel("micro_batch")
     ax_t.set_ylabel("seconds to serve the trace (median)")
+    from matplotlib.ticker import MaxNLocator
+
     ax_c.set_xlabel("micro_batch")
     ax_c.set_ylabel("XLA compilations")
+    ax_c.set_ylim(bottom=0)
+    ax_c.yaxis.set_major_locator(MaxNLocator(integer=True))  # a count: 0, 1, 2, not 0.25
     ax_t.set_xscale("log", base=2)
     ax_c.set_xscale("log", base=2)
     ax_t.legend(fontsize=7)

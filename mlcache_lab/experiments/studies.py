@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,9 @@ from .grid import Grid, ModelSpec
 from .levels import ALL_SETTINGS
 
 __all__ = ["ABLATIONS", "BENCHMARKS", "STUDIES", "ablation_grid"]
+
+# What a study found, at INFO: the CLI shows it; a notebook or script opts in with logging.
+log = logging.getLogger(__name__)
 
 CHANGE_SCENARIOS = [
     "cold",
@@ -156,11 +160,16 @@ def run_ablation(
     unexpected = [r for r in results.table if r.get("as_expected") is False]
     for row in results.summary():
         factors = " ".join(f"{k}={row[k]}" for k in ("policy", "micro_batch") if k in row)
-        print(
-            f"  {row['scenario']:<26} {row['model'][:24]:<24} {row['cache_levels']:<15} "
-            f"{factors} {row['statuses']:<24} {row['median_total_seconds']:9.4f} s"
+        log.info(
+            "  %-26s %-24s %-15s %s %-24s %9.4f s",
+            row["scenario"],
+            row["model"][:24],
+            row["cache_levels"],
+            factors,
+            row["statuses"],
+            row["median_total_seconds"],
         )
-    print(f"{len(results)} runs; {len(unexpected)} with statuses other than expected")
+    log.info("%d runs; %d with statuses other than expected", len(results), len(unexpected))
     return written
 
 

@@ -293,14 +293,11 @@ class ClusterGraph:
         return to_dot(self, detail, annotations)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        # The one rich display: SVG (Graphviz, or the layered renderer without it) and
+        # text. No _repr_html_ as well, which would store the picture twice in a notebook.
         from .display import mimebundle
 
         return mimebundle(self)
-
-    def _repr_html_(self) -> str:
-        from .display import html
-
-        return html(self)
 
 
 def _structure_difference(a: ClusterGraph, b: ClusterGraph) -> str | None:

@@ -10,8 +10,9 @@ history of the runs so far: moving the slider and running again shows that a
 new batch size compiles nothing new under ``chunk`` and ``buckets``.
 
 Nothing a run does raises into the kernel: errors appear in the widget (and
-in :attr:`Explorer.last_error`). ipywidgets, matplotlib and graphviz are
-imported when an Explorer is made, not when this module is.
+in :attr:`Explorer.last_error`). ipywidgets, matplotlib and the graph's
+renderer (Graphviz when its ``dot`` is installed, else igraph) are imported
+when an Explorer is made, not when this module is.
 """
 
 from __future__ import annotations
@@ -114,21 +115,20 @@ def annotated_dot(graph: ClusterGraph, notes: Mapping[int, str]) -> Any:
     return graph.to_dot(annotations=notes)
 
 
-def _svg(dot: Any) -> str:
-    svg = dot.pipe(format="svg").decode("utf-8")
-    return svg[svg.find("<svg") :]  # drop the XML prolog: the SVG goes inline in HTML
-
-
 def _graph_html(graph: ClusterGraph, notes: Mapping[int, str]) -> str:
-    dot = annotated_dot(graph, notes)
-    try:
-        return f"<div class='mcl-explorer-svg'>{_svg(dot)}</div>"
-    except Exception as error:  # `dot` missing or failing: the source and a hint
-        from ..partition.display import INSTALL_HINT
+    """The annotated graph as inline SVG, by whichever renderer is available (see display)."""
+    from ..partition.display import INSTALL_HINT, svg
 
+    try:
+        return f"<div class='mcl-explorer-svg'>{svg(graph, annotations=notes)}</div>"
+    except Exception as error:  # no renderer works: the source and a hint
+        try:
+            source = annotated_dot(graph, notes).source
+        except Exception as exc:  # the graphviz package itself may be missing
+            source = f"(no DOT source: {type(exc).__name__}: {exc})"
         return (
-            f"<p><em>{html.escape(INSTALL_HINT)}</em> ({html.escape(type(error).__name__)})</p>"
-            f"<pre>{html.escape(dot.source)}</pre>"
+            f"<p><em>{html.escape(INSTALL_HINT)}</em> ({html.escape(type(error).__name__)}: "
+            f"{html.escape(str(error))})</p><pre>{html.escape(source)}</pre>"
         )
 
 

@@ -2,7 +2,8 @@
 
 JupyterLab runs on loopback in the test's temporary directory, with its own
 settings and a known token. The test runs every cell through the Run menu,
-checks that the cluster graphs (SVG) and the Explorer's widgets rendered,
+checks that the cluster graphs (SVG, from Graphviz or the layered renderer,
+whichever the machine has) and the Explorer's widgets rendered,
 drags the batch-size slider, clicks Run and checks that the Explorer shows the
 new run, then saves screenshots under the temporary directory.
 
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,14 +174,16 @@ def test_notebook_03_runs_in_jupyterlab_and_the_explorer_reruns(
             tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t]
             assert tracebacks == [], tracebacks
 
-            # The cluster graphs: one Graphviz SVG per zoo model.
+            # The cluster graphs: one SVG per zoo model (Graphviz's or the layered renderer's).
+            # JupyterLab shows an untrusted notebook's SVG as an <img> of it, a trusted one inline.
             graphs = notebook.locator(
-                ".jp-OutputArea-output:is([data-mime-type='text/html'], "
-                "[data-mime-type='image/svg+xml']) svg g.graph"
+                ".jp-OutputArea-output[data-mime-type='image/svg+xml'] :is(svg, img)"
             )
-            expect(graphs.first).to_be_attached()
+            expect(graphs.first).to_be_visible()
             assert graphs.count() >= 4
-            assert "batched" in (graphs.first.text_content() or "")
+            first = graphs.first
+            shown = first.text_content() or urllib.parse.unquote(first.get_attribute("src") or "")
+            assert "batched" in shown
 
             # The Explorer and its widgets.
             explorer = notebook.locator(".mcl-explorer")
@@ -194,7 +198,7 @@ def test_notebook_03_runs_in_jupyterlab_and_the_explorer_reruns(
             expect(run).to_be_visible()
             status = explorer.locator(".mcl-explorer-status")
             expect(status).to_contain_text("Run 1: batch size 37")
-            expect(explorer.locator(".mcl-explorer-graph svg g.graph")).to_be_visible()
+            expect(explorer.locator(".mcl-explorer-graph svg").first).to_be_visible()
             expect(explorer.locator(".mcl-explorer-graph")).to_contain_text("ran 3× at 3×16")
             expect(explorer.locator(".mcl-explorer-timeline")).to_be_visible()
             page.screenshot(path=str(tmp_path / "explorer_first_run.png"))

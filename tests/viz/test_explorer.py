@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 
-import graphviz
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import pytest
 import mlcache_lab as mcl
 from mlcache_lab import viz
 from mlcache_lab.models import get_model
+from mlcache_lab.partition import display, layered
 from mlcache_lab.partition.display import INSTALL_HINT
 
 from .conftest import example_args, mixing_fn
@@ -23,13 +23,13 @@ def _explorer(graph: mcl.ClusterGraph, **kwargs) -> viz.Explorer:  # type: ignor
     return viz.Explorer(graph, **kwargs)
 
 
-def test_run_shows_the_annotated_graph_timeline_and_compilations(graph) -> None:  # type: ignore[no-untyped-def]
+def test_run_shows_the_annotated_graph_timeline_and_compilations(graph, renderer) -> None:  # type: ignore[no-untyped-def]
     e = _explorer(graph, batch_size=37, micro_batch=16)
     plan = e.run_button.click() or e.last_plan  # the button runs it
     assert e.last_error is None and plan is not None
     assert (plan.batch_size, plan.policy, plan.micro_batch) == (37, "chunk", 16)
     view = html.unescape(e.graph_view.value)  # Graphviz's SVG writes "-" as "&#45;"
-    assert "<svg" in view and "<?xml" not in view
+    assert "<svg" in view and "<?xml" not in view and "<!DOCTYPE" not in view
     split = [s for s in plan.segments if s.mode == "split"]
     for s in split:
         for cid in s.clusters:
@@ -150,14 +150,16 @@ def test_bad_targets_say_what_to_pass(graph) -> None:  # type: ignore[no-untyped
         viz.Explorer(graph, policy="fast")
 
 
-def test_without_dot_the_graph_shows_its_source_and_a_hint(graph, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    def missing(*args, **kwargs):  # type: ignore[no-untyped-def]
-        raise graphviz.ExecutableNotFound(["dot"])
+def test_when_nothing_can_draw_the_graph_shows_its_source_and_a_hint(graph, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ImportError("No module named 'igraph'")
 
-    monkeypatch.setattr(graphviz.Digraph, "pipe", missing)
+    monkeypatch.setattr(display.shutil, "which", lambda name: None)  # no `dot` either
+    monkeypatch.delenv(display.RENDERER_ENV, raising=False)
+    monkeypatch.setattr(layered, "draw", broken)
     e = _explorer(graph, batch_size=5)
     view = html.unescape(e.graph_view.value)
-    assert INSTALL_HINT in view and "digraph" in view
+    assert INSTALL_HINT in view and "digraph" in view and "No module named 'igraph'" in view
     assert e.run() is not None  # a run still works and shows the annotated source
     view = html.unescape(e.graph_view.value)
     assert "ran 1×" in view and "<svg" not in view

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("matplotlib", "ipywidgets", "graphviz", "IPython")
+HEAVY = ("matplotlib", "ipywidgets", "graphviz", "igraph", "IPython")
 
 
 def test_importing_the_package_and_viz_loads_no_display_library() -> None:

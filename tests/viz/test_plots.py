@@ -119,6 +119,13 @@ def test_compilations_plots_running_totals_per_policy_in_call_order() -> None:
     assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "13", "8"]
     per_call = viz.compilations(results, _axes(), cumulative=False)
     assert list(per_call.get_lines()[0].get_ydata()) == [1, 1, 0]
+    assert_integer_ticks(per_call)  # counts of 0 and 1: ticks 0, 1, never 0.25
+
+
+def assert_integer_ticks(ax: Any) -> None:
+    ax.figure.canvas.draw()  # ticks are placed at draw time
+    ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
 
 
 def test_compilations_takes_rows_and_sorts_by_batch_size_when_sequences_differ() -> None:

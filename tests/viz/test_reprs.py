@@ -21,7 +21,7 @@ def _both(obj: Any) -> tuple[str, str]:
     return text, rich
 
 
-def test_reports_plans_and_timelines_show_as_text_and_html(graph) -> None:  # type: ignore[no-untyped-def]
+def test_reports_plans_and_timelines_show_as_text_and_html(graph, renderer) -> None:  # type: ignore[no-untyped-def]
     f = mcl.cached_jit(lambda x: jnp.cos(x) + 1, store=mcl.CacheStore(None))
     f(jnp.ones(3))
     cold = f.last_report
