@@ -5,7 +5,12 @@ have a batch axis (or ``None``); the primitive's rule (:mod:`.rules`) gives the
 outputs' axes and whether the equation keeps samples apart. The label is
 
 * ``batched``: some operand carries the batch axis and every output sample
-  depends only on the same sample of the operands;
+  depends only on the same sample of the operands; or, in a symbolic graph,
+  the equation makes a batch-sized value from no sample that holds the same
+  rows at any batch size (a ``broadcast_in_dim`` to ``[B, ...]`` of an operand
+  without ``B``, an ``iota`` along a non-batch axis): a chunk makes it at its
+  own size, so it runs with the batched work that reads it instead of at the
+  whole batch (where it would compile once per batch size);
 * ``non_batched`` / ``invariant``: no operand carries the batch axis, nor was
   computed from one (weight preprocessing, constants, masks);
 * ``non_batched`` / ``mixes``: the equation combines samples (the reason names
@@ -188,7 +193,22 @@ def _forward(
         in_ax = tuple(None if isinstance(v, Literal) else axes[v] for v in eqn.invars)
         n_out = len(eqn.outvars)
         dep = any(v in tainted for v in invars)
-        if all(a is None for a in in_ax):
+        made = _made_per_chunk(eqn) if all(a is None for a in in_ax) else None
+        if made is not None:
+            # A batch-sized value from no sample (a bias broadcast to [B, d], a
+            # mask from ones((B, T, T))): the same rows at any batch size, so it
+            # is made per chunk, with the batched work that reads it, rather than
+            # once at the whole batch (which would compile once per batch size).
+            label = Label(
+                "batched",
+                "batched",
+                (made,),
+                f"batched: {eqn.primitive.name} makes a batch-sized value from no sample "
+                "(made per chunk)",
+                in_ax,
+            )
+            dep = True  # reads of it depend on B: a reduction over it mixes
+        elif all(a is None for a in in_ax):
             label = Label(
                 "non_batched",
                 "mixes" if dep else "invariant",
@@ -272,6 +292,32 @@ def _stray_batch_size(eqn: JaxprEqn, in_ax: Sequence[Axis], out_ax: Sequence[Axi
                         f"{shape_text(dims)}, {where}): a chunk would need the whole batch"
                     )
     return None
+
+
+def _made_per_chunk(eqn: JaxprEqn) -> int | None:
+    """Batch axis of a value an equation without batched operands makes per chunk, or ``None``.
+
+    In a symbolic graph, an output with exactly one symbolic dimension, ``B``
+    itself, made by a ``broadcast_in_dim`` of an operand that does not mention
+    ``B`` (every row the same) or an ``iota`` along another dimension (every row
+    ``0, 1, ...``) holds the same rows at any batch size: a chunk of ``n``
+    samples makes it at ``n``. An ``iota`` along ``B`` (row ``i`` holds ``i``)
+    depends on where the chunk starts, and ``dim_as_value`` or a random draw of
+    ``B`` rows on the whole batch: those are not made per chunk.
+    """
+    name = eqn.primitive.name
+    if name not in ("broadcast_in_dim", "iota") or len(eqn.outvars) != 1:
+        return None
+    dims = shape(eqn.outvars[0])
+    symbolic = [i for i, d in enumerate(dims) if is_symbolic(d)]
+    if len(symbolic) != 1 or not is_batch_dim(dims[symbolic[0]]):
+        return None
+    axis = symbolic[0]
+    if name == "iota":
+        return None if eqn.params["dimension"] == axis else axis
+    if any(any(is_symbolic(d) for d in shape(v)) for v in eqn.invars):
+        return None  # the batch-sized operand of a dynamic-shape broadcast
+    return axis
 
 
 def _remakeable(eqn: JaxprEqn, label: Label) -> bool:

@@ -24,11 +24,14 @@ from jax.extend.core import ClosedJaxpr, Literal, Var
 from .analysis import Axis, JaxprAnalysis, analyze
 from .cluster import build_clusters
 from .clustering import ClusterPlan, grow_clusters
-from .dims import BATCH_DIM, batch_dim, pinned_batch_size
+from .dims import BATCH_DIM, batch_dim, eqn_mentions_batch, pinned_batch_size
 from .graph import ClusterGraph
 from .inline import inline_calls
 
-__all__ = ["BATCH_DIM", "arg_specs", "cluster_plan", "partition", "trace"]
+__all__ = ["BATCH_DIM", "GROWTHS", "arg_specs", "cluster_plan", "partition", "trace"]
+
+GROWTHS = ("gather", "plain")
+"""Values of ``partition(..., growth=...)``: see :func:`cluster_plan`."""
 
 BATCH_AXES_STRUCTURE = (
     "batch_axes must be an int, None, or a tuple with one entry per positional argument, each "
@@ -76,6 +79,12 @@ BAD_SYMBOLIC = (
 BAD_MIN_CLUSTER_SIZE = (
     "min_cluster_size must be an int >= 1. Got min_cluster_size={value!r}. Fix: 1 disables "
     "merging; TF's XLA auto-clustering uses 4, OpenVINO's TF integration 6."
+)
+
+BAD_GROWTH = (
+    "Valid options for 'growth' are {options}. Got growth={value!r} instead. Fix: 'gather' "
+    "(default) gathers batch-invariant and batched work into as few clusters as acyclicity "
+    "allows; 'plain' is the patent's growth, for ablations."
 )
 
 _SCALARS = (bool, int, float, complex, np.generic)
@@ -209,9 +218,35 @@ def trace(
 
 
 def cluster_plan(
-    closed: ClosedJaxpr, analysis: JaxprAnalysis, min_cluster_size: int = 1
+    closed: ClosedJaxpr,
+    analysis: JaxprAnalysis,
+    min_cluster_size: int = 1,
+    growth: str = "gather",
 ) -> ClusterPlan:
-    """Grow clusters over ``closed``'s equations from their labels."""
+    """Grow clusters over ``closed``'s equations from their labels.
+
+    ``growth="plain"`` is the claims' growth (see :mod:`.clustering`): a
+    cluster takes consumers only, so every equation that reads no other
+    cluster's work (a weight transpose, a bias broadcast, a sibling branch of
+    the input) seeds a cluster of its own; a real model's graph becomes a wall
+    of tiny invariant clusters. ``growth="gather"`` (the default) lets such a
+    seed join an existing cluster of its group instead, where no cycle closes.
+    The groups are
+
+    * batched work, including batch-sized values made from no sample (a bias
+      broadcast to ``[B, d]``, a mask from ``x.shape``; see :mod:`.analysis`),
+      which then run per chunk *inside* the batched cluster that reads them;
+    * batch-invariant work that never sees ``B`` (weight preprocessing, run
+      once per call and compiled once for every batch size);
+    * batch-invariant work that depends on ``B`` (``dim_as_value``, an
+      ``iota`` along the batch), compiled per batch size, kept apart so it
+      does not drag the weight preprocessing along.
+
+    Work that mixes samples is not gathered: each such step stays where growth
+    puts it. Invariant work reads only invariant values, so gathering it never
+    closes a cycle; batched work is gathered where acyclicity allows (batched
+    work after a step that mixes samples cannot join work before it).
+    """
     eqns = closed.jaxpr.eqns
     made_by: dict[Var, int] = {}
     producers: list[list[int]] = []
@@ -222,7 +257,17 @@ def cluster_plan(
         for v in eqn.outvars:
             made_by[v] = i
     keys = [(lab.kind, lab.category) for lab in analysis.labels]
-    return grow_clusters(producers, keys, min_cluster_size)
+    groups = None
+    if growth == "gather":
+        groups = [
+            None
+            if lab.category == "mixes"
+            else lab.category
+            if lab.category == "batched"
+            else ("invariant", eqn_mentions_batch(eqn))
+            for eqn, lab in zip(eqns, analysis.labels, strict=True)
+        ]
+    return grow_clusters(producers, keys, min_cluster_size, groups)
 
 
 def partition(
@@ -231,6 +276,7 @@ def partition(
     batch_axes: Any = 0,
     min_cluster_size: int = 1,
     symbolic: bool | None = None,
+    growth: str = "gather",
 ) -> ClusterGraph:
     """Partition ``fn``'s jaxpr into batched and non-batched clusters.
 
@@ -245,6 +291,11 @@ def partition(
         the end. Default ``0``.
       min_cluster_size: clusters smaller than this merge into a neighbour where
         that keeps the graph acyclic (an ablation knob; 1 disables merging).
+      growth: ``"gather"`` (default): batched work, and batch-invariant work,
+        are gathered into as few clusters as acyclicity allows, so a real
+        model's graph fits on a screen; ``"plain"``: the patent's growth, a
+        cluster takes only consumers of its nodes (an ablation; see
+        :func:`cluster_plan`).
       symbolic: ``None`` (default): trace with the symbolic batch dimension
         ``B`` and, if ``fn`` does not allow it, fall back to the example batch
         size (see the module docstring). ``True``: symbolic or a ``ValueError``.
@@ -259,7 +310,8 @@ def partition(
       ValueError: ``batch_axes`` does not match the arguments, an axis is out of
         range, batched arguments disagree on the batch size, the batch has one
         sample, an argument or output is not an array, ``min_cluster_size`` is
-        not a positive int, or ``symbolic=True`` and ``fn`` is not polymorphic.
+        not a positive int, ``growth`` is unknown, or ``symbolic=True`` and
+        ``fn`` is not polymorphic.
     """
     if (
         not isinstance(min_cluster_size, int)
@@ -269,8 +321,12 @@ def partition(
         raise ValueError(BAD_MIN_CLUSTER_SIZE.format(value=min_cluster_size))
     if symbolic not in (None, True, False):
         raise ValueError(BAD_SYMBOLIC.format(value=symbolic))
+    if not isinstance(growth, str) or growth not in GROWTHS:
+        raise ValueError(BAD_GROWTH.format(options=GROWTHS, value=growth))
     in_axes, batch_size = normalize_batch_axes(example_args, batch_axes)
-    return build_graph(fn, arg_specs(example_args), in_axes, batch_size, min_cluster_size, symbolic)
+    return build_graph(
+        fn, arg_specs(example_args), in_axes, batch_size, min_cluster_size, symbolic, growth
+    )
 
 
 def _why(err: BaseException) -> str:
@@ -286,6 +342,7 @@ def build_graph(
     batch_size: int,
     min_cluster_size: int = 1,
     symbolic: bool | None = None,
+    growth: str = "gather",
 ) -> ClusterGraph:
     """:func:`partition` on argument specs whose batch axes and size are already known.
 
@@ -314,7 +371,7 @@ def build_graph(
         traced = trace(fn, specs)
     closed, in_tree, out_tree = traced
     analysis = analyze(closed.jaxpr, in_axes, const_axes=[None] * len(closed.jaxpr.constvars))
-    plan = cluster_plan(closed, analysis, min_cluster_size)
+    plan = cluster_plan(closed, analysis, min_cluster_size, growth)
     clusters = build_clusters(closed, analysis, plan, batch_size)
     return ClusterGraph(
         jaxpr=closed,
@@ -327,6 +384,7 @@ def build_graph(
         in_batch_axes=analysis.in_axes,
         batch_size=batch_size,
         min_cluster_size=min_cluster_size,
+        growth=growth,
         name=getattr(fn, "__name__", type(fn).__name__),
         analysis=analysis,
         symbolic=not reason,

@@ -13,8 +13,24 @@ cluster. Choices the claims leave open, and what we do:
   consumers first, so "a consumer not already in another cluster" is, for a
   non-batched cluster, a non-batched consumer.
 * **Seeds.** Growth only follows consumers, so two equations that read only
-  graph inputs (siblings, not producer and consumer) seed separate clusters;
+  graph inputs (siblings, not producer and consumer) seed separate clusters.
+  With ``groups`` (what :func:`~mlcache_lab.partition.partition` passes by
+  default, ``growth="gather"``), such a would-be seed joins the newest cluster
+  of its key and group instead, or an older one, where that keeps the graph
+  acyclic: batch-invariant work only consumes invariant values, so it always
+  can, and a real model's weight preprocessing becomes one cluster instead of
+  one per weight. Without ``groups`` (``growth="plain"``, the claims' growth)
   ``min_cluster_size`` is the knob that merges such fragments.
+* **Batch-sized values made from no sample.** A bias broadcast to ``[B, d]``,
+  an ``iota`` along a non-batch axis of a ``[B, T]`` array, a mask built from
+  ``ones((B, T, T))`` depend on no sample, yet carry the batch dimension. The
+  claims would call them non-batched; we label them batched (see
+  :mod:`.analysis`), so they join (gathering) or sit next to (plain growth)
+  the batched cluster that reads them, and a schedule makes them at the chunk
+  or bucket size: they compile once per chunk or bucket size, like the rest.
+  Only work that really mixes samples, or depends on the whole batch's size
+  or on a sample's position (``dim_as_value``, an ``iota`` along ``B``), runs
+  at the whole batch.
 * **Ties.** A consumer that several clusters could take joins the one with the
   lowest id.
 * **Invariant vs mixing.** A non-batched cluster takes only consumers of its own
@@ -35,7 +51,7 @@ cluster. Choices the claims leave open, and what we do:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 __all__ = ["ClusterPlan", "grow_clusters"]
 
@@ -141,7 +157,10 @@ class _Graph:
 
 
 def grow_clusters(
-    producers: Sequence[Sequence[int]], keys: Sequence[Key], min_cluster_size: int = 1
+    producers: Sequence[Sequence[int]],
+    keys: Sequence[Key],
+    min_cluster_size: int = 1,
+    groups: Sequence[Hashable | None] | None = None,
 ) -> ClusterPlan:
     """Grow clusters over equations ``0..n-1`` (see the module docstring).
 
@@ -150,32 +169,50 @@ def grow_clusters(
       keys: ``(kind, category)`` of each equation.
       min_cluster_size: clusters smaller than this are merged into a neighbour
         where acyclicity allows.
+      groups: for each equation, the group it is gathered with (``None``: plain
+        growth for it); ``None`` (default) for the claims' plain growth
+        everywhere. An equation only shares a cluster with equations of its key
+        and group.
     """
+    groups = [None] * len(keys) if groups is None else list(groups)
     graph = _Graph()
     cluster_of: list[int] = []
     members: list[list[int]] = []
-    ckeys: list[Key] = []
+    ckeys: list[tuple[Key, Hashable | None]] = []
+    of_group: dict[tuple[Key, Hashable], list[int]] = {}
     for i, key in enumerate(keys):
         prods = sorted({cluster_of[p] for p in producers[i]})
+        mine = (key, groups[i])
         chosen = -1
         for c in prods:
-            if ckeys[c] == key and not graph.creates_cycle(c, [o for o in prods if o != c]):
+            if ckeys[c] == mine and not graph.creates_cycle(c, [o for o in prods if o != c]):
                 chosen = c
                 break
+        if chosen < 0 and groups[i] is not None:
+            # Gathering: a would-be seed joins the newest cluster of its group
+            # (the one program order is filling, usually where its consumers go)
+            # or an older one, where no cycle closes.
+            for c in reversed(of_group.get((key, groups[i]), [])):
+                if not graph.creates_cycle(c, prods):
+                    chosen = c
+                    break
         if chosen < 0:
             chosen = graph.add_node()
             members.append([])
-            ckeys.append(key)
+            ckeys.append(mine)
+            if groups[i] is not None:
+                of_group.setdefault((key, groups[i]), []).append(chosen)
         for o in prods:
             graph.add_edge(o, chosen)
         members[chosen].append(i)
         cluster_of.append(chosen)
+    plain_keys = [k for k, _ in ckeys]
     if min_cluster_size > 1:
-        _merge_small(graph, members, ckeys, min_cluster_size)
+        _merge_small(graph, members, plain_keys, min_cluster_size)
     alive = [c for c in range(len(members)) if members[c]]
     index = {c: k for k, c in enumerate(alive)}
     edges = {(index[a], index[b]) for a in alive for b in graph.succ[a]}
-    return ClusterPlan([sorted(members[c]) for c in alive], [ckeys[c] for c in alive], edges)
+    return ClusterPlan([sorted(members[c]) for c in alive], [plain_keys[c] for c in alive], edges)
 
 
 def _merge_small(graph: _Graph, members: list[list[int]], keys: list[Key], size: int) -> None:

@@ -27,6 +27,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr
 __all__ = [
     "BATCH_DIM",
     "batch_dim",
+    "eqn_mentions_batch",
     "format_shape",
     "is_batch_dim",
     "is_symbolic",
@@ -121,6 +122,14 @@ def jaxpr_mentions_batch(jaxpr: Jaxpr) -> bool:
     if any(mentions_batch(getattr(v.aval, "shape", ())) for v in _vars(jaxpr)):
         return True
     return any(_params_mention_batch(e.params) for e in jaxpr.eqns)
+
+
+def eqn_mentions_batch(eqn: Any) -> bool:
+    """Whether one equation depends on ``B``: an operand's or output's shape, or a parameter."""
+    atoms = (*eqn.invars, *eqn.outvars)
+    if any(mentions_batch(getattr(getattr(v, "aval", None), "shape", ())) for v in atoms):
+        return True
+    return _params_mention_batch(eqn.params)
 
 
 def shape_text(shape: Sequence[Any]) -> str:

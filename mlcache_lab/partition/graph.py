@@ -60,6 +60,8 @@ class ClusterGraph:
         an argument declared without one but aligned with the batch gets one).
       batch_size: the example batch size.
       min_cluster_size: the merging threshold used.
+      growth: how clusters grew, ``"gather"`` or ``"plain"`` (see
+        :func:`~mlcache_lab.partition.api.cluster_plan`).
       name: the function's name.
       analysis: the full batch analysis (axis of every variable).
       symbolic: whether :attr:`jaxpr` has the symbolic batch dimension ``B``.
@@ -88,6 +90,7 @@ class ClusterGraph:
     fn: Callable[..., Any] | None = dataclasses.field(default=None, repr=False)
     arg_specs: Any = dataclasses.field(default=None, repr=False)
     declared_batch_axes: tuple[Axis, ...] = ()
+    growth: str = "gather"
     _resized: dict[int, ClusterGraph] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
@@ -160,7 +163,7 @@ class ClusterGraph:
 
         A symbolic graph holds for every batch size: it returns itself. A
         concrete graph traces :attr:`fn` again at ``batch_size`` (concretely,
-        same ``min_cluster_size``) and checks that the clustering is the same:
+        same ``min_cluster_size`` and ``growth``) and checks that the clustering is the same:
         same queue and dependencies, and per cluster the same kind, category,
         number of equations and batch axes of inputs and outputs. So cluster
         ``c`` of both graphs is the same computation at two sizes, and a
@@ -209,6 +212,7 @@ class ClusterGraph:
             batch_size,
             self.min_cluster_size,
             symbolic=False,
+            growth=self.growth,
         )
         what = _structure_difference(self, other)
         if what is not None:

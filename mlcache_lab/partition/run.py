@@ -92,7 +92,9 @@ def split_run(
     """
     results = []
     for chunk, size in zip(split_inputs(cluster, inputs, sizes), sizes, strict=True):
-        if cluster.symbolic or size == cluster.batch_size:
+        if cluster.needs_batch_size:  # it makes batch-sized values from no input
+            results.append(cluster.run(*chunk, batch_size=int(size)))
+        elif cluster.symbolic or size == cluster.batch_size:
             results.append(cluster.run(*chunk))
         elif graph is not None:
             results.append(graph.at_batch_size(int(size)).clusters[cluster.id].run(*chunk))

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..cache.store import CacheStore
 from ..partition import ClusterGraph, partition
+from ..partition.api import BAD_GROWTH, GROWTHS
 from ..stages.signature import make_signature
 from .plan import Plan, schedule
 from .policies import validate
@@ -38,15 +39,18 @@ class BatchedFunction:
         store: CacheStore | None,
         min_cluster_size: int,
         devices: Sequence[Any] | None,
+        growth: str = "gather",
     ) -> None:
         if not callable(fn):
             raise TypeError(f"batched_jit expects a callable 'fn'. Got fn={fn!r}.")
         validate(1, policy, micro_batch, bucket_sizes)
+        if not isinstance(growth, str) or growth not in GROWTHS:
+            raise ValueError(BAD_GROWTH.format(options=GROWTHS, value=growth))
         self._fn = fn
         self.batch_axes = batch_axes
         self.policy, self.micro_batch = policy, micro_batch
         self.bucket_sizes = tuple(bucket_sizes) if bucket_sizes is not None else None
-        self.store, self.min_cluster_size = store, min_cluster_size
+        self.store, self.min_cluster_size, self.growth = store, min_cluster_size, growth
         self.devices = list(devices) if devices is not None else None
         self.graph: ClusterGraph | None = None
         self.last_plan: Plan | None = None
@@ -68,6 +72,7 @@ class BatchedFunction:
                 *_example(args, self.batch_axes),
                 batch_axes=self.batch_axes,
                 min_cluster_size=self.min_cluster_size,
+                growth=self.growth,
             )
         return self.graph
 
@@ -138,6 +143,7 @@ def batched_jit(
     store: CacheStore | None = None,
     min_cluster_size: int = 1,
     devices: Sequence[Any] | None = None,
+    growth: str = "gather",
 ) -> BatchedFunction:
     """``fn`` partitioned into clusters and scheduled per batch size (see :func:`schedule`).
 
@@ -150,6 +156,7 @@ def batched_jit(
       store: cache store for the segments' executables (default store if None).
       min_cluster_size: passed to :func:`mlcache_lab.partition`.
       devices: devices for ``devices`` (default all).
+      growth: passed to :func:`mlcache_lab.partition` (``"plain"`` for ablations).
 
     Returns:
       A :class:`BatchedFunction`: call it like ``fn``; ``.last_plan`` and
@@ -164,4 +171,5 @@ def batched_jit(
         store=store,
         min_cluster_size=min_cluster_size,
         devices=devices,
+        growth=growth,
     )

@@ -7,12 +7,20 @@ costs little over the monolithic function. Modes:
 
 * ``split``: batched clusters, run on chunks of the batch;
 * ``whole``: non-batched clusters that depend on the batch (mixing samples, or
-  making ``[B, ...]`` values), run once per call at B, compiled per B (the
+  depending on the whole batch's size or a sample's position: ``dim_as_value``,
+  an ``iota`` along ``B``), run once per call at B, compiled per B (the
   compile level only: the program is shape-polymorphic);
 * ``once``: batch-invariant clusters that never see ``B`` (weight
   preprocessing): compiled once for every batch size, run once per call.
 
 Under the ``whole`` policy the entire queue is one ``whole`` segment.
+
+The rule, a choice the patent claims leave open: batch-invariant work whose
+result carries the batch dimension (a bias broadcast to ``B``, an ``iota``
+over a non-batch axis of a ``[B, T]`` array, a mask built from ``x.shape``)
+runs at the chunk or bucket size, inside or next to the split segment that
+consumes it (the analysis labels it batched), and so compiles once per chunk or
+bucket size; only work that really mixes samples runs at the whole batch.
 
 A segment's program is a ``ClosedJaxpr`` cut out of the graph's (symbolic)
 jaxpr. It is handed to :func:`mlcache_lab.cached_jit` as a

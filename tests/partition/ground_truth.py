@@ -63,7 +63,8 @@ def check_ground_truth(
         if cluster.kind != "batched":
             continue
         inputs = [env[v] for v in cluster.inputs]
-        whole = cluster.run(*inputs)
+        n = graph.batch_size if cluster.needs_batch_size else None
+        whole = cluster.run(*inputs, batch_size=n)
         first = graph.batch_size // 2
         parts = split_run(cluster, inputs, [first, graph.batch_size - first])
         for w, p in zip(whole, parts, strict=True):
@@ -79,9 +80,12 @@ def partition_and_check(
     *args: Any,
     batch_axes: Any = 0,
     min_cluster_size: int = 1,
+    growth: str = "gather",
     other_sizes: tuple[int, ...] = (1,),
 ) -> ClusterGraph:
     """Partition ``fn`` and check the ground truths against ``fn`` (also at ``other_sizes``)."""
-    graph = partition(fn, *args, batch_axes=batch_axes, min_cluster_size=min_cluster_size)
+    graph = partition(
+        fn, *args, batch_axes=batch_axes, min_cluster_size=min_cluster_size, growth=growth
+    )
     check_ground_truth(graph, *args, reference=fn(*args), fn=fn, other_sizes=other_sizes)
     return graph

@@ -114,3 +114,35 @@ def test_min_cluster_size_merges_tiny_clusters_and_keeps_ground_truth() -> None:
     merged = partition_and_check(f, x, min_cluster_size=4)
     assert len(merged.clusters) < len(small.clusters)
     assert merged.min_cluster_size == 4
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(dags())
+def test_gathering_keeps_growth_invariants(dag: tuple) -> None:
+    producers, keys = dag
+    groups = [None if k[1] == "mixes" else k[1] for k in keys]
+    plan = grow_clusters(producers, keys, 1, groups)
+    n_clusters = len(plan.members)
+    assert sorted(i for m in plan.members for i in m) == list(range(len(keys)))
+    edges = _cluster_edges(producers, plan.cluster_of)
+    assert edges == set(plan.dependencies) and _is_acyclic(n_clusters, edges)
+    for members, key in zip(plan.members, plan.keys, strict=True):
+        assert {keys[i] for i in members} == {key}
+    # Invariant work reads only invariant work: it always gathers into one cluster.
+    invariant = {plan.cluster_of[i] for i, k in enumerate(keys) if k[1] == "invariant"}
+    if all(
+        keys[p][1] == "invariant"
+        for i, k in enumerate(keys)
+        if k[1] == "invariant"
+        for p in producers[i]
+    ):
+        assert len(invariant) <= 1
+
+
+def test_gathering_joins_sibling_seeds() -> None:
+    # Two invariant equations reading only graph inputs, and two batched siblings.
+    keys = [KEYS[1], KEYS[1], KEYS[0], KEYS[0], KEYS[0]]
+    producers: list[list[int]] = [[], [], [0], [1], [2, 3]]
+    assert len(grow_clusters(producers, keys).members) == 4
+    gathered = grow_clusters(producers, keys, 1, [k[1] for k in keys])
+    assert gathered.members == [[0, 1], [2, 3, 4]]

@@ -81,9 +81,11 @@ def test_mixing_segments_compile_per_batch_size_from_cached_stablehlo():
     plan.run(params, *make(11, jax.random.key(1)))
     compiled = [c for c in plan.timeline.compilations if c.compiled]
     assert compiled, plan.timeline
-    for c in compiled:  # only the compile level ran: trace and lower came from the cache
-        assert c.statuses["trace"] in ("bypassed", "memory")
+    for c in compiled:  # the lowering came from the cache: only the compile level ran
         assert c.statuses["lower"] == "memory"
+    # A segment reading a [B, B] similarity is keyed on that shape at the trace level
+    # (a miss per B whose lowering is found by content); the others were traced once.
+    assert any(c.statuses["trace"] in ("bypassed", "memory") for c in compiled)
     assert {plan.segments[c.segment].mode for c in compiled} == {"whole"}
 
 

@@ -56,7 +56,9 @@ def test_a_new_batch_size_compiles_nothing_new_for_batched_segments(graph) -> No
         # Only the segment that mixes samples (compiled per batch size) compiles again.
         compiled = {c.segment for c in plan.timeline.compilations if c.compiled}
         assert all(plan.segments[i].mode == "whole" for i in compiled), policy
-        assert e.history[-1]["compilations"] == len(compiled) <= 1
+        # (the mix, and the invariant work on B such as a mean's 1/B, each once at most)
+        whole = sum(s.mode == "whole" for s in plan.segments)
+        assert e.history[-1]["compilations"] == len(compiled) <= whole
         assert f"Run 2: batch size {second}" in e.status.value
 
 
