@@ -32,14 +32,15 @@ INSTALL_HINT = (
     "Install Graphviz to see this graph as a picture: `apt-get install graphviz` or "
     "`conda install graphviz` (the `dot` program), plus `pip install graphviz`."
 )
-COLORS = {"batched": "#b7e1cd", "invariant": "#e0e0e0", "mixes": "#f9cb9c"}
+COLORS = {"batched": "#b7e1cd", "invariant": "#e0e0e0", "mixes": "#f9cb9c", "reduces": "#a4c2f4"}
 MAX_LISTED = 30
 MAX_EDGE_SHAPES = 3
 MAX_EQUATIONS = 12
 DETAILS = ("clusters", "equations")
 LEGEND = (
     "green: batched (any slice of the batch)   grey: invariant (no sample)   "
-    "orange: mixes samples   edges: shapes, batch dimension B"
+    "orange: mixes samples   blue: reduces over the batch (per-chunk partials + combine)   "
+    "edges: shapes, batch dimension B"
 )
 
 

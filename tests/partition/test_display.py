@@ -88,10 +88,12 @@ def test_colours_tell_batched_invariant_and_mixing_apart(graph) -> None:  # type
         line = next(x for x in source.split("\tc")[1:] if x.startswith(f"{c.id} ["))
         assert f'fillcolor="{COLORS[c.category]}"' in line
         assert f"#{c.id} {c.category}" in line
-    assert len({COLORS[k] for k in ("batched", "invariant", "mixes")}) == 3
-    assert {c.category for c in graph.clusters} == {"batched", "invariant", "mixes"}
-    assert "reduce_sum reduces over the batch axis 0" in source  # why it mixes
+    assert len({COLORS[k] for k in ("batched", "invariant", "mixes", "reduces")}) == 4
+    # the mean's sum reduces; the division after it reads the combined value (mixes)
+    assert {c.category for c in graph.clusters} == {"batched", "invariant", "mixes", "reduces"}
+    assert "reads values computed across samples" in source  # why it mixes
     assert "green: batched" in source and "orange: mixes samples" in source  # the legend
+    assert "blue: reduces over the batch" in source
 
 
 def test_detail_equations_lists_each_clusters_equations(graph) -> None:  # type: ignore[no-untyped-def]
