@@ -30,7 +30,7 @@ from ..cache.store import CacheStore
 from ..partition.graph import ClusterGraph
 from ..stages.cached_function import CachedFunction, cached_jit
 from .policies import Chunk, split_batch, validate
-from .rounds import combine
+from .rounds import combine, size_values
 from .segments import Segment, build_segments
 from .timeline import Compilation, Execution, Timeline
 
@@ -172,8 +172,7 @@ class Plan:
         if segment.carrier:
             args = [np.zeros((self.batch_size,), np.int8), *inputs]
         if segment.size_vars:  # B as a value, so the program compiles once
-            dtypes = [getattr(v.aval, "dtype", np.int32) for v in segment.size_vars]
-            args = [*args, *(np.asarray(self.batch_size, d) for d in dtypes)]
+            args = [*args, *size_values(segment, self.batch_size)]
         start = time.perf_counter() - t0
         outs, compilation = self._call(executor, segment, None, args, self.batch_size)
         jax.block_until_ready(outs)
@@ -210,13 +209,13 @@ class Plan:
             args = [_take(x, a, chunk) for x, a in zip(inputs, segment.in_axes, strict=True)]
             if segment.carrier:
                 args.insert(0, np.zeros((chunk.run_size,), np.int8))
-            if segment.masked:  # the real rows: padding stays out of reductions
-                args.append(np.asarray(chunk.size, np.int32))
             if device is not None:
                 args = [
                     _place(placed, i, x, device) if a is None else jax.device_put(x, device)
-                    for i, (x, a) in enumerate(zip(args, segment.batch_axes, strict=True))
+                    for i, (x, a) in enumerate(zip(args, segment.batch_axes, strict=False))
                 ]
+            if segment.masked:  # the real rows (per chunk: never cached per device)
+                args.append(np.asarray(chunk.size, np.int32))
             start = time.perf_counter() - t0
             outs, compilation = self._call(executor, segment, device, args, chunk.run_size)
             end = None

@@ -33,11 +33,11 @@ import numpy as np
 from jax import lax
 from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, JaxprEqn, Literal, Var
 
-from ..partition.dims import jaxpr_mentions_batch
+from ..partition.dims import BATCH_DIM, is_symbolic, jaxpr_mentions_batch
 from ..partition.graph import ClusterGraph
 from ..partition.rules import COMBINES
 
-__all__ = ["Combine", "combine", "cut_rounds", "partial_program", "size_only"]
+__all__ = ["Combine", "combine", "cut_rounds", "partial_program", "size_only", "size_values"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +94,15 @@ def size_only(jaxpr: Jaxpr) -> bool:
     )
     body = Jaxpr([], [*jaxpr.invars, *made], jaxpr.outvars, rest, jaxpr.effects, info)
     return not jaxpr_mentions_batch(body)
+
+
+def size_values(segment: Any, batch_size: int) -> list[np.ndarray]:
+    """The values of a segment's ``dim_as_value`` inputs (``B``, ``3*B``) at ``batch_size``."""
+    out = []
+    for v, dim in zip(segment.size_vars, segment.size_dims, strict=True):
+        value = dim._evaluate({BATCH_DIM: batch_size}) if is_symbolic(dim) else dim
+        out.append(np.asarray(value, getattr(v.aval, "dtype", np.int32)))
+    return out
 
 
 def _identity(op: str, dtype: Any) -> Any:

@@ -83,7 +83,9 @@ class Segment:
       masked: the program takes the chunk's number of real rows as a last
         ``int32[]`` input and keeps padded rows out of its reductions.
       size_vars: ``dim_as_value`` outputs the program takes as inputs (after
-        :attr:`inputs`), fed the true batch size at run time.
+        :attr:`inputs`), fed at run time with :attr:`size_dims` evaluated at
+        the true batch size.
+      size_dims: the dimension expression (``B``, ``3*B``) of each size var.
       round: for a round, its number among the plan's rounds (from 0).
     """
 
@@ -99,6 +101,7 @@ class Segment:
     combines: tuple[Combine | None, ...] = ()
     masked: bool = False
     size_vars: tuple[Var, ...] = ()
+    size_dims: tuple[Any, ...] = ()
     round: int | None = None
 
     @property
@@ -226,7 +229,8 @@ def _with_size_inputs(segment: Segment) -> Segment:
     feeds the true batch size (a mean divides by it, not by a chunk's size).
     """
     body = segment.program.__mlcache_jaxpr__.jaxpr
-    sizes = tuple(v for e in body.eqns if e.primitive.name == "dim_as_value" for v in e.outvars)
+    made = [e for e in body.eqns if e.primitive.name == "dim_as_value"]
+    sizes = tuple(e.outvars[0] for e in made)
     eqns = [e for e in body.eqns if e.primitive.name != "dim_as_value"]
     binders = [*body.invars[1:], *sizes]  # the carrier goes: no shape depends on B
     info = DebugInfo(
@@ -237,7 +241,13 @@ def _with_size_inputs(segment: Segment) -> Segment:
     )
     new = Jaxpr([], binders, body.outvars, eqns, body.effects, info)
     program = SegmentProgram(ClosedJaxpr(new, []), segment.program.__name__)
-    return dataclasses.replace(segment, program=program, carrier=False, size_vars=sizes)
+    return dataclasses.replace(
+        segment,
+        program=program,
+        carrier=False,
+        size_vars=sizes,
+        size_dims=tuple(e.params["dim"] for e in made),
+    )
 
 
 def _splittable(segment: Segment) -> bool:
