@@ -218,3 +218,19 @@ def test_float64_rounds_match_at_tight_tolerance() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "worst" in done.stdout
+
+
+def test_the_timeline_plot_shows_rounds_and_combines() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mlcache_lab.viz.plots import MODE_COLOURS, timeline
+
+    g = mcl.partition(batchnorm, W, _x(4), batch_axes=(None, 0))
+    plan = schedule(g, 10, "chunk", micro_batch=4, store=mcl.CacheStore(None))
+    plan.run(W, _x(10))
+    ax = timeline(plan.timeline)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert any("round 0" in t for t in labels) and any("round 1" in t for t in labels)
+    colours = {matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches}
+    assert MODE_COLOURS["combine"] in colours
