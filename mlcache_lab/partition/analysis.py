@@ -66,6 +66,7 @@ class Label:
         opposed to reading values combined earlier); a reduction too (inside a
         loop body, which runs whole or per chunk, nothing splits it).
       inner: analyses of sub-jaxprs (``scan``/``while``/``cond`` bodies).
+      reduced: for ``reduces``, the outputs that are reductions (empty: all).
     """
 
     kind: Kind
@@ -75,6 +76,7 @@ class Label:
     in_batch_axes: tuple[Axis, ...]
     mixes_samples: bool = False
     inner: tuple[JaxprAnalysis, ...] = ()
+    reduced: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -232,6 +234,7 @@ def _forward(
                     in_ax,
                     True,
                     res.inner,
+                    res.reduced,
                 )
             elif res.mixes is None:
                 label = Label(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -33,6 +33,7 @@ import numpy as np
 from jax import lax
 from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, JaxprEqn, Literal, Var
 
+from ..partition.analysis import Label
 from ..partition.dims import BATCH_DIM, is_symbolic, jaxpr_mentions_batch
 from ..partition.graph import ClusterGraph
 from ..partition.rules import COMBINES
@@ -139,7 +140,7 @@ def partial_program(
     n_carrier: int,
     outputs: Sequence[Var],
     eqns: Sequence[JaxprEqn],
-    reducing: frozenset[int],
+    reducing: Mapping[int, Label],
     masked: bool,
 ) -> tuple[ClosedJaxpr, tuple[Combine | None, ...]]:
     """The program of a round: per-chunk partials of its reductions.
@@ -150,7 +151,9 @@ def partial_program(
       n_carrier: 1 when the first binder is the batch-size carrier, else 0.
       outputs: the segment's outputs.
       eqns: the segment's equations, in program order.
-      reducing: ids of the equations (``id(eqn)``) that reduce over the batch.
+      reducing: the labels of the equations that reduce over the batch, by
+        ``id(eqn)``. A ``scan`` among them sums into some of its ys (its
+        label's ``reduced``): its body is rebuilt with the mask inside.
       masked: append an ``int32[]`` input, the chunk's real rows, and mask the
         padded rows out of every reduction.
 
@@ -162,35 +165,27 @@ def partial_program(
     made_by: dict[Var, tuple[str, int | None]] = {}
     extras: list[Var] = []
     for e in eqns:
-        if id(e) in reducing:
-            op = COMBINES[e.primitive.name]
-            value = None
-            if op in ("argmax", "argmin"):
-                value = len(extras)
-                extras.append(e.outvars[0])
-            made_by[e.outvars[0]] = (op, value)
+        label = reducing.get(id(e))
+        if label is None:
+            continue
+        if e.primitive.name == "scan":
+            for k in label.reduced:
+                made_by[e.outvars[k]] = ("add", None)
+            continue
+        op = COMBINES[e.primitive.name]
+        value = None
+        if op in ("argmax", "argmin"):
+            value = len(extras)
+            extras.append(e.outvars[0])
+        made_by[e.outvars[0]] = (op, value)
 
     def run(*args: Any) -> list[Any]:
         ins = args[n_carrier : len(binders)]
         valid = args[-1] if masked else None
         env: dict[Var, Any] = dict(zip(binders[n_carrier:], ins, strict=True))
         values: dict[Var, Any] = {}
-
-        def read(v: Any) -> Any:
-            return v.val if isinstance(v, Literal) else env[v]
-
-        for e in eqns:
-            vals = [read(v) for v in e.invars]
-            if id(e) in reducing:
-                op = COMBINES[e.primitive.name]
-                if masked:
-                    vals = _masked_operands(e, vals, axes, valid, op)
-                if op in ("argmax", "argmin"):
-                    reduce = lax.reduce_max if op == "argmax" else lax.reduce_min
-                    values[e.outvars[0]] = reduce(vals[0], tuple(e.params["axes"]))
-            outs = _bind(e, vals)
-            env.update(zip(e.outvars, outs, strict=True))
-        return [read(v) for v in outputs] + [values[v] for v in extras]
+        _interpret(eqns, env, axes, reducing, valid, values)
+        return [_read(env, v) for v in outputs] + [values[v] for v in extras]
 
     avals: list[Any] = [v.aval for v in binders]
     specs = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in avals]
@@ -203,8 +198,71 @@ def partial_program(
     return closed, combines
 
 
+def _read(env: dict[Var, Any], v: Any) -> Any:
+    return v.val if isinstance(v, Literal) else env[v]
+
+
+def _interpret(
+    eqns: Sequence[JaxprEqn],
+    env: dict[Var, Any],
+    axes: Mapping[Var, Any],
+    reducing: Mapping[int, Label],
+    valid: Any,
+    values: dict[Var, Any],
+) -> None:
+    """Bind ``eqns`` in order; reductions see masked operands when ``valid`` is given."""
+    for e in eqns:
+        vals = [_read(env, v) for v in e.invars]
+        label = reducing.get(id(e))
+        if label is not None and e.primitive.name == "scan":
+            outs = _masked_scan(e, vals, label, valid) if valid is not None else _bind(e, vals)
+            env.update(zip(e.outvars, outs, strict=True))
+            continue
+        if label is not None:
+            op = COMBINES[e.primitive.name]
+            if valid is not None:
+                vals = _masked_operands(e, vals, axes, valid, op)
+            if op in ("argmax", "argmin"):
+                reduce = lax.reduce_max if op == "argmax" else lax.reduce_min
+                values[e.outvars[0]] = reduce(vals[0], tuple(e.params["axes"]))
+        env.update(zip(e.outvars, _bind(e, vals), strict=True))
+
+
+def _masked_scan(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> list[Any]:
+    """A scan whose body sums over the batch, rebuilt so the sums skip padded rows.
+
+    The chunk's real-row count becomes the body's first constant.
+    """
+    (inner,) = label.inner
+    body = eqn.params["jaxpr"]
+    inner_reducing = {
+        id(e): lab
+        for e, lab in zip(inner.jaxpr.eqns, inner.labels, strict=True)
+        if lab.kind == "reduces"
+    }
+
+    def masked_body(n_valid: Any, *args: Any) -> list[Any]:
+        env: dict[Var, Any] = dict(zip(body.jaxpr.constvars, body.consts, strict=True))
+        env.update(zip(body.jaxpr.invars, args, strict=True))
+        _interpret(body.jaxpr.eqns, env, inner.axes, inner_reducing, n_valid, {})
+        return [_read(env, v) for v in body.jaxpr.outvars]
+
+    avals: list[Any] = [v.aval for v in body.jaxpr.invars]
+    specs = [jax.ShapeDtypeStruct((), np.int32)] + [
+        jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in avals
+    ]
+    new_body = jax.make_jaxpr(masked_body)(*specs)
+    params = dict(eqn.params)
+    params["jaxpr"] = new_body
+    params["num_consts"] = eqn.params["num_consts"] + 1
+    if "linear" in params:  # older scans flag linear operands
+        params["linear"] = (False, *params["linear"])
+    out = eqn.primitive.bind(valid, *vals, **eqn.primitive.get_bind_params(params))
+    return list(out)
+
+
 def _masked_operands(
-    eqn: JaxprEqn, vals: list[Any], axes: dict[Var, Any], valid: Any, op: str
+    eqn: JaxprEqn, vals: list[Any], axes: Mapping[Var, Any], valid: Any, op: str
 ) -> list[Any]:
     """Operands of a reducing equation with the padded rows replaced by the identity.
 

@@ -212,7 +212,7 @@ def _as_round(graph: ClusterGraph, segment: Segment, number: int, masked: bool) 
     body = segment.program.__mlcache_jaxpr__.jaxpr
     members = {i for cid in segment.clusters for i in graph.clusters[cid].equations}
     eqns = graph.jaxpr.jaxpr.eqns
-    reducing = frozenset(id(eqns[i]) for i in members if graph.labels[i].kind == "reduces")
+    reducing = {id(eqns[i]): graph.labels[i] for i in members if graph.labels[i].kind == "reduces"}
     closed, combines = partial_program(
         graph, body.invars, int(segment.carrier), segment.outputs, body.eqns, reducing, masked
     )

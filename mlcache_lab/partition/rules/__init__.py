@@ -78,6 +78,9 @@ class RuleResult:
       reduces: ``None``, or why the equation is a reduction over the batch axis
         that splits into per-chunk partials and a combine (names the primitive,
         the axis and the combine). Exclusive with ``mixes``.
+      reduced: with ``reduces``, the outputs that are reductions (combined
+        across chunks); empty means all of them. A ``scan`` whose body makes
+        weight gradients has batched outputs (the carry) besides.
     """
 
     out_axes: tuple[Axis, ...]
@@ -85,6 +88,7 @@ class RuleResult:
     promote: Mapping[int, int] = dataclasses.field(default_factory=lambda: _NO_PROMOTION)
     inner: tuple[JaxprAnalysis, ...] = ()
     reduces: str | None = None
+    reduced: tuple[int, ...] = ()
 
 
 Rule = Callable[[JaxprEqn, Sequence[Axis]], RuleResult]
