@@ -234,3 +234,17 @@ def test_the_timeline_plot_shows_rounds_and_combines() -> None:
     assert any("round 0" in t for t in labels) and any("round 1" in t for t in labels)
     colours = {matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches}
     assert MODE_COLOURS["combine"] in colours
+
+
+def test_explorer_notes_count_chunk_runs_and_say_partials_were_combined() -> None:
+    from mlcache_lab.viz.explorer import cluster_notes
+
+    g = mcl.partition(batchnorm, W, _x(4), batch_axes=(None, 0))
+    plan = schedule(g, 10, "chunk", micro_batch=4, store=mcl.CacheStore(None))
+    plan.run(W, _x(10))
+    assert plan.timeline is not None
+    notes = cluster_notes(plan.timeline)
+    for c in g.clusters:
+        if c.kind == "reduces":
+            assert notes[c.id].startswith("ran 3× at 3×4 (2 rows padding)"), notes[c.id]
+            assert "partials combined" in notes[c.id]
