@@ -13,9 +13,15 @@ outputs' axes and whether the equation keeps samples apart. The label is
   whole batch (where it would compile once per batch size);
 * ``non_batched`` / ``invariant``: no operand carries the batch axis, nor was
   computed from one (weight preprocessing, constants, masks);
-* ``non_batched`` / ``mixes``: the equation combines samples (the reason names
-  the primitive and the axis), or reads values that were already combined
-  across samples (a batch mean, say) without a batch axis to split them on.
+* ``reduces`` / ``reduces``: a reduction over the batch axis whose combine is
+  associative and commutative (a sum, a ``dot_general`` contracting the batch
+  axis, max, min, argmax/argmin, and/or): it splits into a partial result per
+  chunk and a combine across chunks (the reason names the primitive and the
+  combine). Its outputs have no batch axis;
+* ``non_batched`` / ``mixes``: the equation combines samples in another way
+  (the reason names the primitive and the axis), or reads values that were
+  already combined across samples (a batch mean, say) without a batch axis to
+  split them on.
 
 When a rule *promotes* an operand (see :mod:`.rules`), that variable gets the
 batch axis; if an earlier equation already read it without one, the pass starts
@@ -43,8 +49,8 @@ from .rules import Axis, RuleResult, ndim, rule_for, shape
 
 __all__ = ["Axis", "JaxprAnalysis", "Label", "analyze"]
 
-Kind = TypingLiteral["batched", "non_batched"]
-Category = TypingLiteral["batched", "invariant", "mixes"]
+Kind = TypingLiteral["batched", "non_batched", "reduces"]
+Category = TypingLiteral["batched", "invariant", "mixes", "reduces"]
 
 INVARIANT = "invariant: touches no batched value"
 FOLLOWS = "mixes: reads values computed across samples, with no batch axis to split them on"
@@ -55,14 +61,17 @@ class Label:
     """What the analysis says about one equation.
 
     Attributes:
-      kind: ``"batched"`` or ``"non_batched"``.
-      category: ``"batched"``, ``"invariant"`` or ``"mixes"`` (the reason's class).
+      kind: ``"batched"``, ``"non_batched"`` or ``"reduces"``.
+      category: ``"batched"``, ``"invariant"``, ``"mixes"`` or ``"reduces"`` (the
+        reason's class).
       out_batch_axes: batch axis of each output (``None``: none).
       reason: one line; for ``mixes`` it names the primitive and the axis.
       in_batch_axes: batch axis of each operand, promotions included.
       mixes_samples: ``True`` when this equation itself combines samples (as
-        opposed to reading values combined earlier).
+        opposed to reading values combined earlier); a reduction too (inside a
+        loop body, which runs whole or per chunk, nothing splits it).
       inner: analyses of sub-jaxprs (``scan``/``while``/``cond`` bodies).
+      reduced: for ``reduces``, the outputs that are reductions (empty: all).
     """
 
     kind: Kind
@@ -72,6 +81,7 @@ class Label:
     in_batch_axes: tuple[Axis, ...]
     mixes_samples: bool = False
     inner: tuple[JaxprAnalysis, ...] = ()
+    reduced: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -235,7 +245,18 @@ def _forward(
                 stray = _stray_batch_size(eqn, in_ax, res.out_axes)
                 if stray is not None:
                     res = RuleResult(res.out_axes, stray, inner=res.inner)
-            if res.mixes is None:
+            if res.mixes is None and res.reduces is not None:
+                label = Label(
+                    "reduces",
+                    "reduces",
+                    res.out_axes,
+                    f"reduces: {res.reduces}",
+                    in_ax,
+                    True,
+                    res.inner,
+                    res.reduced,
+                )
+            elif res.mixes is None:
                 label = Label(
                     "batched",
                     "batched",
@@ -354,7 +375,7 @@ def _give_output_axis(label: Label, k: int, axis: int, name: str) -> None:
     """Output ``k`` of a labelled equation is read per sample on ``axis``."""
     before = label.out_batch_axes[k]
     label.out_batch_axes = (*label.out_batch_axes[:k], axis, *label.out_batch_axes[k + 1 :])
-    if label.kind == "batched" and before != axis:
+    if label.kind in ("batched", "reduces") and before != axis:
         # Run on a chunk of the batch this output would not be the chunk's slice
         # on ``axis`` (it has no batch axis, or another one), yet it is read so.
         label.kind, label.category, label.mixes_samples = "non_batched", "mixes", True

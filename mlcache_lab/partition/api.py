@@ -243,7 +243,8 @@ def cluster_plan(
       does not drag the weight preprocessing along.
 
     Work that mixes samples is not gathered: each such step stays where growth
-    puts it. Invariant work reads only invariant values, so gathering it never
+    puts it. Reductions over the batch are gathered afterwards, one reducing
+    cluster per round (see :mod:`.clustering`). Invariant work reads only invariant values, so gathering it never
     closes a cycle; batched work is gathered where acyclicity allows (batched
     work after a step that mixes samples cannot join work before it).
     """
@@ -260,8 +261,8 @@ def cluster_plan(
     groups = None
     if growth == "gather":
         groups = [
-            None
-            if lab.category == "mixes"
+            None  # never gathered by growth; reductions are gathered per round later
+            if lab.category in ("mixes", "reduces")
             else lab.category
             if lab.category == "batched"
             else ("invariant", eqn_mentions_batch(eqn))

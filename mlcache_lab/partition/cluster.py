@@ -55,11 +55,12 @@ class Cluster:
     Attributes:
       id: index in :attr:`ClusterGraph.clusters`; clusters are numbered by their
         first equation.
-      kind: ``"batched"`` (may run on any slice of the batch) or ``"non_batched"``
-        (runs once, on the whole batch).
+      kind: ``"batched"`` (may run on any slice of the batch), ``"reduces"``
+        (reductions over the batch axis: a partial per slice, then a combine
+        across slices) or ``"non_batched"`` (runs once, on the whole batch).
       category: ``"batched"``, ``"invariant"`` (touches no batched value: a
         scheduler may run it once and keep its outputs) or ``"mixes"`` (combines
-        samples: runs on every call).
+        samples: runs on every call) or ``"reduces"``.
       reason: one line; for ``mixes`` the first equation that mixes, naming the
         primitive and the axis.
       equations: indices into ``ClusterGraph.jaxpr.jaxpr.eqns``, ascending.
@@ -303,6 +304,12 @@ def _reason(category: str, labels: Sequence[Label]) -> str:
         return f"batched: {n} equation{'s' * (n != 1)} keep samples apart"
     if category == "invariant":
         return "invariant: touches no batched value"
+    if category == "reduces":
+        combines = sorted({lab.reason.rsplit(" by ", 1)[-1] for lab in labels})
+        return (
+            f"reduces: {n} reduction{'s' * (n != 1)} over the batch axis, "
+            f"combined across chunks by {', '.join(combines)}"
+        )
     first = next((lab.reason for lab in labels if lab.mixes_samples), None)
     if first is not None:
         return first

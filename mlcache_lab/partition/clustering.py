@@ -41,6 +41,12 @@ cluster. Choices the claims leave open, and what we do:
   maintained incrementally (Pearce & Kelly, 2006), so the check explores only
   clusters between the two ends of a new backward edge; in the common case of a
   forward edge it costs nothing.
+* **Reductions.** Reductions over the batch axis (kind ``reduces``) have no
+  reducing consumers (their outputs carry no batch axis), so growth leaves one
+  cluster per reduction. They are then gathered: each joins the first earlier
+  reducing cluster that no path links it to, either way. A gradient's many
+  weight reductions become one cluster per *round* (reductions that can run
+  on the same pass over the chunks), acyclic by construction.
 * **min_cluster_size.** Clusters smaller than it are merged into a neighbour
   (producer or consumer cluster) where that keeps the graph acyclic, preferring
   a neighbour of the same kind and category, then of the same kind, lowest id
@@ -207,12 +213,29 @@ def grow_clusters(
         members[chosen].append(i)
         cluster_of.append(chosen)
     plain_keys = [k for k, _ in ckeys]
+    _gather_reductions(graph, members, plain_keys)
     if min_cluster_size > 1:
         _merge_small(graph, members, plain_keys, min_cluster_size)
     alive = [c for c in range(len(members)) if members[c]]
     index = {c: k for k, c in enumerate(alive)}
     edges = {(index[a], index[b]) for a in alive for b in graph.succ[a]}
     return ClusterPlan([sorted(members[c]) for c in alive], [plain_keys[c] for c in alive], edges)
+
+
+def _gather_reductions(graph: _Graph, members: list[list[int]], keys: list[Key]) -> None:
+    """Merge each reducing cluster into the first earlier one no path links it to."""
+    gathered: list[int] = []
+    for t in range(len(members)):
+        if keys[t][0] != "reduces" or not members[t]:
+            continue
+        for n in gathered:
+            linked = t in graph.succ[n] or n in graph.succ[t]
+            if linked or _path_avoiding(graph, n, t) or _path_avoiding(graph, t, n):
+                continue
+            _absorb(graph, members, keys, n, t)
+            break
+        else:
+            gathered.append(t)
 
 
 def _merge_small(graph: _Graph, members: list[list[int]], keys: list[Key], size: int) -> None:

@@ -259,8 +259,8 @@ class ClusterGraph:
         raise IndexError(f"equation={equation} is not in 0..{len(self.labels) - 1}")
 
     def counts(self) -> dict[str, int]:
-        """Number of clusters per category (``batched``/``invariant``/``mixes``)."""
-        out = {"batched": 0, "invariant": 0, "mixes": 0}
+        """Number of clusters per category (``batched``/``invariant``/``mixes``/``reduces``)."""
+        out = {"batched": 0, "invariant": 0, "mixes": 0, "reduces": 0}
         for c in self.clusters:
             out[c.category] += 1
         return out

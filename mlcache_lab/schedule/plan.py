@@ -5,6 +5,9 @@
 returns a :class:`Plan`. ``plan.run(*args)`` executes the segments in queue
 order: split segments once per chunk (padding dropped from the outputs,
 never passed to a non-batched segment), the others once on the whole batch.
+A split segment with reductions is a round (:mod:`.rounds`): after its chunks,
+each reduction's partials are combined, and the combine is recorded in the
+timeline.
 Every segment is compiled through ``cached_jit`` and the graph's store, per
 device where the policy uses several; the executables are kept per graph, so
 a plan for a new batch size reuses what earlier plans compiled.
@@ -27,6 +30,7 @@ from ..cache.store import CacheStore
 from ..partition.graph import ClusterGraph
 from ..stages.cached_function import CachedFunction, cached_jit
 from .policies import Chunk, split_batch, validate
+from .rounds import combine, size_values
 from .segments import Segment, build_segments
 from .timeline import Compilation, Execution, Timeline
 
@@ -167,6 +171,8 @@ class Plan:
         args = inputs
         if segment.carrier:
             args = [np.zeros((self.batch_size,), np.int8), *inputs]
+        if segment.size_vars:  # B as a value, so the program compiles once
+            args = [*args, *size_values(segment, self.batch_size)]
         start = time.perf_counter() - t0
         outs, compilation = self._call(executor, segment, None, args, self.batch_size)
         jax.block_until_ready(outs)
@@ -206,8 +212,10 @@ class Plan:
             if device is not None:
                 args = [
                     _place(placed, i, x, device) if a is None else jax.device_put(x, device)
-                    for i, (x, a) in enumerate(zip(args, segment.batch_axes, strict=True))
+                    for i, (x, a) in enumerate(zip(args, segment.batch_axes, strict=False))
                 ]
+            if segment.masked:  # the real rows (per chunk: never cached per device)
+                args.append(np.asarray(chunk.size, np.int32))
             start = time.perf_counter() - t0
             outs, compilation = self._call(executor, segment, device, args, chunk.run_size)
             end = None
@@ -233,14 +241,56 @@ class Plan:
                     start,
                     end,
                     compilation,
+                    segment.round,
                 )
             )
             results.append(outs)
         home = self.devices[0] if spread else None
+        if segment.combines:
+            return self._combine(segment, results, home, timeline, t0)
         return [
             _assemble([r[j] for r in results], axis, self.chunks, home)
             for j, axis in enumerate(segment.out_axes)
         ]
+
+    def _combine(
+        self,
+        segment: Segment,
+        results: list[list[Any]],
+        home: Any,
+        timeline: Timeline,
+        t0: float,
+    ) -> list[Any]:
+        """A round's outputs: reductions combined across chunks, the rest assembled."""
+        start = time.perf_counter() - t0
+        n = len(segment.outputs)
+        starts = [c.start for c in self.chunks]
+        outs = []
+        for j, (axis, how) in enumerate(zip(segment.out_axes, segment.combines, strict=True)):
+            parts = [r[j] for r in results]
+            if how is None:
+                outs.append(_assemble(parts, axis, self.chunks, home))
+                continue
+            values = None if how.value is None else [r[n + how.value] for r in results]
+            outs.append(combine(how.op, parts, values, starts, home))
+        jax.block_until_ready(outs)
+        timeline.executions.append(
+            Execution(
+                segment.index,
+                segment.clusters,
+                "combine",
+                0,
+                0,
+                self.batch_size,
+                self.batch_size,
+                None if home is None else home.id,
+                start,
+                time.perf_counter() - t0,
+                None,
+                segment.round,
+            )
+        )
+        return outs
 
     # ---------------------------------------------------------------- display
     def _segment_line(self, s: Segment) -> str:
@@ -252,7 +302,18 @@ class Plan:
             runs = ", ".join(f"{n}x{size}" for size, n in sorted(sizes.items(), reverse=True))
             pad = sum(c.padding for c in self.chunks)
             where = f" over {len(self.devices)} devices" if self.policy == "devices" else ""
-            return f"split  {runs}{where}" + (f", {pad} rows padded" if pad else "")
+            line = f"split  {runs}{where}" + (f", {pad} rows padded" if pad else "")
+            if s.combines:
+                ops: dict[str, int] = {}
+                for how in s.combines:
+                    if how is not None:
+                        ops[how.op] = ops.get(how.op, 0) + 1
+                combined = ", ".join(f"{op}x{k}" for op, k in sorted(ops.items()))
+                masked = ", padded rows masked" if s.masked and pad else ""
+                line = f"round {s.round}: {line}, then combine ({combined}){masked}"
+            return line
+        if s.mode == "once" and s.size_vars:
+            return "once   1x (reads B as a value, passed in: compiled once for every batch size)"
         if s.mode == "once":
             return "once   1x (batch-invariant, compiled once for every batch size)"
         return f"whole  1x{self.batch_size} (compiled per batch size) clusters {ids}"

@@ -5,13 +5,17 @@ queue that run the same way (all split into chunks, or all run once on the
 whole batch) are fused into one *segment*, one compiled call. Splitting then
 costs little over the monolithic function. Modes:
 
-* ``split``: batched clusters, run on chunks of the batch;
+* ``split``: batched and reducing clusters, run on chunks of the batch; a
+  split segment holding reductions is a *round* (:mod:`.rounds`): per-chunk
+  partials, then a combine; batched work reading a combined value starts the
+  next round;
 * ``whole``: non-batched clusters that depend on the batch (mixing samples, or
   depending on the whole batch's size or a sample's position: ``dim_as_value``,
   an ``iota`` along ``B``), run once per call at B, compiled per B (the
   compile level only: the program is shape-polymorphic);
 * ``once``: batch-invariant clusters that never see ``B`` (weight
-  preprocessing): compiled once for every batch size, run once per call.
+  preprocessing), or that read ``B`` only as a value (the ``1/B`` of a mean,
+  passed in at run time): compiled once for every batch size, run once per call.
 
 Under the ``whole`` policy the entire queue is one ``whole`` segment.
 
@@ -41,6 +45,7 @@ from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, Literal, Var, jaxpr_a
 from ..cache.keys import digest
 from ..partition.dims import batch_dim, is_batch_dim, is_symbolic, jaxpr_mentions_batch
 from ..partition.graph import ClusterGraph
+from .rounds import Combine, cut_rounds, partial_program, size_only
 
 __all__ = ["MODES", "Segment", "SegmentProgram", "build_segments"]
 
@@ -81,6 +86,15 @@ class Segment:
       carrier: True when the program's first input is a ``[B]`` int8 array that
         only lends the batch size (no real input carries it).
       program: the program handed to ``cached_jit``.
+      combines: for a round, how each output combines across chunks (``None``:
+        not a reduction); empty for other segments.
+      masked: the program takes the chunk's number of real rows as a last
+        ``int32[]`` input and keeps padded rows out of its reductions.
+      size_vars: ``dim_as_value`` outputs the program takes as inputs (after
+        :attr:`inputs`), fed at run time with :attr:`size_dims` evaluated at
+        the true batch size.
+      size_dims: the dimension expression (``B``, ``3*B``) of each size var.
+      round: for a round, its number among the plan's rounds (from 0).
     """
 
     index: int
@@ -92,11 +106,17 @@ class Segment:
     out_axes: tuple[int | None, ...]
     carrier: bool
     program: SegmentProgram
+    combines: tuple[Combine | None, ...] = ()
+    masked: bool = False
+    size_vars: tuple[Var, ...] = ()
+    size_dims: tuple[Any, ...] = ()
+    round: int | None = None
 
     @property
     def batch_axes(self) -> tuple[int | None, ...]:
         """``cached_jit``'s ``batch_axes`` for the program (carrier included)."""
-        return ((0,) if self.carrier else ()) + self.in_axes
+        extra = (None,) * (len(self.size_vars) + self.masked)
+        return ((0,) if self.carrier else ()) + self.in_axes + extra
 
 
 def _dims(v: Any) -> tuple[Any, ...]:
@@ -124,8 +144,10 @@ def _cluster_mode(graph: ClusterGraph, cid: int, policy: str) -> str:
     if policy == "whole":
         return "whole"
     cluster = graph.clusters[cid]
-    if cluster.kind == "batched":
+    if cluster.kind in ("batched", "reduces"):
         return "split"
+    if size_only(cluster.jaxpr.jaxpr):
+        return "once"  # B only as a value: it is passed in (see _with_size_inputs)
     return "whole" if _mentions_batch(graph, [cid]) else "once"
 
 
@@ -173,13 +195,67 @@ def build_segments(graph: ClusterGraph, policy: str) -> list[Segment]:
             runs[-1][1].append(cid)
         else:
             runs.append((mode, [cid]))
+    runs = [(m, piece) for m, cids in runs for piece in _rounds_of(graph, m, cids)]
     segments = []
+    rounds = 0
     for index, (mode, cids) in enumerate(runs):
         segment = _make_segment(graph, index, mode, cids)
         if segment.mode == "split" and not _splittable(segment):
             segment = _make_segment(graph, index, "whole", cids)
+        if segment.mode == "split" and any(graph.clusters[c].kind == "reduces" for c in cids):
+            segment = _as_round(graph, segment, rounds, masked=policy in ("chunk", "devices"))
+            rounds += 1
+        elif segment.mode == "once" and segment.carrier:
+            segment = _with_size_inputs(segment)
         segments.append(segment)
     return segments
+
+
+def _rounds_of(graph: ClusterGraph, mode: str, cids: list[int]) -> list[list[int]]:
+    return cut_rounds(graph, cids) if mode == "split" else [cids]
+
+
+def _as_round(graph: ClusterGraph, segment: Segment, number: int, masked: bool) -> Segment:
+    """A split segment with reductions: its program computes per-chunk partials."""
+    body = segment.program.__mlcache_jaxpr__.jaxpr
+    members = {i for cid in segment.clusters for i in graph.clusters[cid].equations}
+    eqns = graph.jaxpr.jaxpr.eqns
+    reducing = {id(eqns[i]): graph.labels[i] for i in members if graph.labels[i].kind == "reduces"}
+    closed, combines = partial_program(
+        graph, body.invars, int(segment.carrier), segment.outputs, body.eqns, reducing, masked
+    )
+    program = SegmentProgram(closed, segment.program.__name__)
+    return dataclasses.replace(
+        segment, program=program, combines=combines, masked=masked, round=number
+    )
+
+
+def _with_size_inputs(segment: Segment) -> Segment:
+    """A ``once`` segment reading ``B`` as a value: ``dim_as_value`` becomes an input.
+
+    So the program holds for every batch size and compiles once; the executor
+    feeds the true batch size (a mean divides by it, not by a chunk's size).
+    """
+    body = segment.program.__mlcache_jaxpr__.jaxpr
+    made = [e for e in body.eqns if e.primitive.name == "dim_as_value"]
+    sizes = tuple(e.outvars[0] for e in made)
+    eqns = [e for e in body.eqns if e.primitive.name != "dim_as_value"]
+    binders = [*body.invars[1:], *sizes]  # the carrier goes: no shape depends on B
+    info = DebugInfo(
+        "schedule",
+        segment.program.__name__,
+        tuple(f"in{k}" for k in range(len(binders))),
+        tuple(f"out{k}" for k in range(len(body.outvars))),
+    )
+    new = Jaxpr([], binders, body.outvars, eqns, body.effects, info)
+    program = SegmentProgram(ClosedJaxpr(new, []), segment.program.__name__)
+    return dataclasses.replace(
+        segment,
+        program=program,
+        carrier=False,
+        size_vars=sizes,
+        size_dims=tuple(e.params["dim"] for e in made),
+    )
 
 
 def _splittable(segment: Segment) -> bool:

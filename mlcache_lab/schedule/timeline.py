@@ -39,13 +39,15 @@ class Execution:
     """One compiled call of a segment.
 
     Attributes:
-      segment, clusters, mode: which segment ran (``split``/``whole``/``once``).
+      segment, clusters, mode: which segment ran (``split``/``whole``/``once``),
+        or ``combine``: a round's partials combined across chunks.
       chunk: chunk index within the segment's run (0 for non-split segments).
       start_row, size: the samples ``[start_row, start_row + size)`` it computed.
       run_size: rows actually run (``run_size - size`` are padding).
       device: device id (None: default device).
       start, end: seconds since the run began (``end``: results ready).
       compilation: the :class:`Compilation` this call caused, if any.
+      round: for a round's chunks and combine, the round's number (else None).
     """
 
     segment: int
@@ -59,6 +61,7 @@ class Execution:
     start: float
     end: float
     compilation: Compilation | None = None
+    round: int | None = None
 
 
 @dataclasses.dataclass
@@ -76,6 +79,10 @@ class Timeline:
         """How many executables XLA had to compile during the run."""
         return sum(c.compiled for c in self.compilations)
 
+    def rounds(self) -> int:
+        """How many rounds (chunks of a segment with reductions, then a combine) ran."""
+        return len({e.round for e in self.executions if e.round is not None})
+
     def rows(self) -> list[dict[str, Any]]:
         """One dict per execution (for a table or a CSV)."""
         out = []
@@ -89,9 +96,11 @@ class Timeline:
         return out
 
     def __repr__(self) -> str:
+        rounds = self.rounds()
         return (
             f"Timeline({len(self.executions)} executions, {self.compile_count()} compilations, "
-            f"{self.total_seconds:.4f} s)"
+            + (f"{rounds} round{'s' * (rounds != 1)}, " if rounds else "")
+            + f"{self.total_seconds:.4f} s)"
         )
 
     def __str__(self) -> str:
@@ -102,8 +111,10 @@ class Timeline:
             comp = ""
             if e.compilation is not None:
                 comp = "  compiled: " + "/".join(e.compilation.statuses.values())
+            if e.round is not None:
+                comp += f"  round {e.round}"
             lines.append(
-                f"  seg {e.segment} [{'+'.join(map(str, e.clusters))}] {e.mode:<5} "
+                f"  seg {e.segment} [{'+'.join(map(str, e.clusters))}] {e.mode:<7} "
                 f"rows {e.start_row}:{e.start_row + e.size}{pad} dev {dev} "
                 f"{e.start * 1e3:8.2f}-{e.end * 1e3:8.2f} ms{comp}"
             )

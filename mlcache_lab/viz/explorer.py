@@ -92,7 +92,9 @@ def cluster_notes(timeline: Timeline) -> dict[int, str]:
     disk"`` or, for a batch-invariant cluster, ``"ran 1× (batch-invariant)"``.
     """
     notes = {}
-    for cid, executions in _runs_per_cluster(timeline).items():
+    for cid, runs in _runs_per_cluster(timeline).items():
+        executions = [e for e in runs if e.mode != "combine"]  # a round's combine: no run
+        combined = len(executions) < len(runs)
         if all(e.mode == "once" for e in executions):  # no batch dimension: size is moot
             text = f"ran {len(executions)}× (batch-invariant)"
         else:
@@ -106,6 +108,8 @@ def cluster_notes(timeline: Timeline) -> dict[int, str]:
             text += " · " + ", ".join(
                 f"{what} {n}" if n > 1 else what for what, n in sorted(outcomes.items())
             )
+        if combined:
+            text += " · partials combined"
         notes[cid] = text
     return notes
 

@@ -31,7 +31,12 @@ __all__ = [
 
 LEVELS = ("trace", "lower", "compile")
 # The same colours as the cluster graph: batched green, invariant grey, mixing orange.
-MODE_COLOURS = {"split": "#6aa84f", "once": "#999999", "whole": "#e69138"}
+MODE_COLOURS = {
+    "split": "#6aa84f",
+    "once": "#999999",
+    "whole": "#e69138",
+    "combine": "#3d85c6",  # a round's combine: blue, as reducing clusters are
+}
 STATUS_COLOURS = {"memory": "#2e7d32", "disk": "#1565c0", "miss": "#c62828", "bypassed": "#757575"}
 LEVEL_COLOURS = {"trace": "#8e24aa", "lower": "#1e88e5", "compile": "#fb8c00"}
 _STATUS_SHORT = {"memory": "mem", "disk": "disk", "miss": "miss", "bypassed": "–"}
@@ -114,6 +119,7 @@ def timeline(timeline: Any, ax: Axes | None = None, *, title: str | None = None)
         if key not in rows:
             rows[key] = len(rows)
             where = "" if e.device is None else f" dev {e.device}"
+            where += "" if e.round is None else f" round {e.round}"
             names.append(f"seg {e.segment} [{'+'.join(map(str, e.clusters))}] {e.mode}{where}")
     modes_seen: dict[str, None] = {}
     for e in tl.executions:

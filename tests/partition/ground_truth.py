@@ -10,6 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlcache_lab.partition import ClusterGraph, partition, split_run
+from mlcache_lab.partition.cluster import Cluster
+from mlcache_lab.partition.rules import COMBINES
+
+_COMBINE_UFUNCS = {
+    "add": np.add,
+    "max": np.maximum,
+    "min": np.minimum,
+    "and": np.logical_and,
+    "or": np.logical_or,
+}
 
 
 def _close(a: Any, b: Any) -> None:
@@ -53,13 +63,19 @@ def check_ground_truth(
     2. Every batched cluster run on two parts of the batch, concatenated along the
        batch axes, equals the cluster run on the whole batch (a concrete graph's
        cluster runs the smaller part padded to its batch size).
-    3. A symbolic graph, run at each of ``other_sizes``, gives ``fn``'s outputs
+    3. A reducing cluster of a symbolic graph run on two parts of the batch,
+       its partials combined (added, maxed, ...), equals the cluster run on the
+       whole batch (argmax/argmin partials need values the cluster does not
+       return: the schedule's tests check those).
+    4. A symbolic graph, run at each of ``other_sizes``, gives ``fn``'s outputs
        at that size.
     """
     if reference is not None:
         assert_tree_close(graph.run(*args), reference)
     env = graph.evaluate(*args)
     for cluster in graph.clusters:
+        if cluster.kind == "reduces" and graph.symbolic and graph.batch_size > 1:
+            _check_reduction(cluster, [env[v] for v in cluster.inputs], graph.batch_size)
         if cluster.kind != "batched":
             continue
         inputs = [env[v] for v in cluster.inputs]
@@ -89,3 +105,24 @@ def partition_and_check(
     )
     check_ground_truth(graph, *args, reference=fn(*args), fn=fn, other_sizes=other_sizes)
     return graph
+
+
+def _check_reduction(cluster: Cluster, inputs: list[Any], n: int) -> None:
+    made = {v: e.primitive.name for e in cluster.jaxpr.jaxpr.eqns for v in e.outvars}
+    whole = cluster.run(*inputs)
+    first = n // 2
+    halves = []
+    for rows in (slice(0, first), slice(first, n)):
+        part = []
+        for x, a in zip(inputs, cluster.in_batch_axes, strict=True):
+            if a is not None:
+                index = [slice(None)] * np.ndim(x)
+                index[a] = rows
+                x = np.asarray(x)[tuple(index)]
+            part.append(x)
+        halves.append(cluster.run(*part))
+    for k, v in enumerate(cluster.jaxpr.jaxpr.outvars):
+        op = COMBINES.get(made.get(v, ""))
+        if op in _COMBINE_UFUNCS:
+            combined = _COMBINE_UFUNCS[op](np.asarray(halves[0][k]), np.asarray(halves[1][k]))
+            _close(combined.astype(np.asarray(whole[k]).dtype), whole[k])

@@ -228,7 +228,8 @@ def test_benchmark_program_and_csv(tmp_path) -> None:  # type: ignore[no-untyped
     fn, args = make_program(8)
     g = partition(fn, *args, batch_axes=(None, 0))
     assert g.symbolic
-    assert {c.category for c in g.clusters} == {"batched", "invariant", "mixes"}
+    # the centring's mean: a reduction, then the division reading it
+    assert {c.category for c in g.clusters} == {"batched", "invariant", "mixes", "reduces"}
     out = tmp_path / "scaling.csv"
     bench_main(["--out", str(out), "--repeats", "1", "--layers", "2", "4"])
     lines = out.read_text().splitlines()

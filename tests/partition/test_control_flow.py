@@ -113,7 +113,7 @@ def test_calls_are_inlined_so_clusters_can_split_them() -> None:
     g = partition_and_check(f, X, growth="plain")
     names = {e.primitive.name for e in g.jaxpr.jaxpr.eqns}
     assert not names & {"jit", "remat2", "custom_jvp_call", "closed_call"}
-    assert {c.category for c in g.clusters} == {"batched", "invariant", "mixes"}
+    assert {c.category for c in g.clusters} == {"batched", "invariant", "mixes", "reduces"}
     # The only invariant work is the mean's 1/B: it needs the batch size, nothing else.
     for c in g.clusters:
         if c.category == "invariant":

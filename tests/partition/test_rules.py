@@ -59,7 +59,23 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any, str, str]] = [
         (X,),
         0,
         "dot_general",
-        "mixes",
+        "reduces",
+    ),
+    (
+        "dot-contract-batch-weight-gradient",
+        lambda x, g: x.reshape(x.shape[0], -1).T @ g,
+        (X, X[:, 0, :]),
+        0,
+        "dot_general",
+        "reduces",
+    ),
+    (
+        "dot-contract-batch-unbatched-side-hardcoded",
+        lambda x, w: jnp.einsum("bij,bk->ijk", x, w),
+        (X, X[:, 0, :]),
+        (0, None),
+        "dot_general",
+        "reduces",
     ),
     (
         "dot-outer-batch",
@@ -99,9 +115,16 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any, str, str]] = [
         "mixes",
     ),
     ("reduce-other", lambda x: x.sum(axis=(1, 2)), (X,), 0, "reduce_sum", "batched"),
-    ("reduce-batch", lambda x: x.max(axis=0), (X,), 0, "reduce_max", "mixes"),
+    ("reduce-batch", lambda x: x.max(axis=0), (X,), 0, "reduce_max", "reduces"),
+    ("reduce-min-batch", lambda x: x.min(axis=(0, 2)), (X,), 0, "reduce_min", "reduces"),
+    ("reduce-sum-all", lambda x: x.sum(), (X,), 0, "reduce_sum", "reduces"),
+    ("reduce-and-batch", lambda x: jnp.all(x > 0, axis=0), (X,), 0, "reduce_and", "reduces"),
+    ("reduce-or-batch", lambda x: jnp.any(x > 0, axis=0), (X,), 0, "reduce_or", "reduces"),
+    ("reduce-prod-batch", lambda x: x.prod(axis=0), (X,), 0, "reduce_prod", "mixes"),
+    ("logsumexp-batch", lambda x: jax.nn.logsumexp(x, axis=0), (X,), 0, "reduce_sum", "reduces"),
+    ("argmin-batch", lambda x: jnp.argmin(x, axis=0), (X,), 0, "argmin", "reduces"),
     ("argmax-other", lambda x: jnp.argmax(x, axis=2), (X,), 0, "argmax", "batched"),
-    ("argmax-batch", lambda x: jnp.argmax(x, axis=0), (X,), 0, "argmax", "mixes"),
+    ("argmax-batch", lambda x: jnp.argmax(x, axis=0), (X,), 0, "argmax", "reduces"),
     ("reshape-keeps", lambda x: x.reshape(x.shape[0], 15), (X,), 0, "reshape", "batched"),
     ("reshape-keeps-hardcoded", lambda x: x.reshape(B, 15), (X,), 0, "reshape", "batched"),
     ("reshape-merges", lambda x: x.reshape(-1, 5), (X,), 0, "reshape", "mixes"),
@@ -306,9 +329,12 @@ def test_rule(name, fn, args, batch_axes, prim, expected) -> None:  # type: igno
     labels = [lab for e, lab in zip(eqns, g.labels, strict=True) if e.primitive.name == prim]
     assert labels, f"{prim} not in {[e.primitive.name for e in eqns]}"
     assert labels[-1].category == expected, labels[-1].reason
-    if expected == "mixes":
+    if expected in ("mixes", "reduces"):
         reason = labels[-1].reason
         assert prim in reason and ("axis" in reason or "axes" in reason)
+    if expected == "reduces":  # the reason names the combine; the output has no batch axis
+        assert "combined across chunks by" in labels[-1].reason
+        assert labels[-1].kind == "reduces" and labels[-1].out_batch_axes == (None,)
 
 
 def test_unknown_primitive_reason_says_so() -> None:
@@ -323,8 +349,19 @@ def test_unknown_primitive_reason_says_so() -> None:
 
 
 def test_mixes_reason_names_primitive_and_axis() -> None:
+    g = partition_and_check(lambda x: x.prod(axis=1), XT, batch_axes=1)
+    assert g.labels[0].reason == "mixes: reduce_prod reduces over the batch axis 1 (axes=(1,))"
+
+
+def test_reduces_reason_names_primitive_axis_and_combine() -> None:
     g = partition_and_check(lambda x: x.sum(axis=1), XT, batch_axes=1)
-    assert g.labels[0].reason == "mixes: reduce_sum reduces over the batch axis 1 (axes=(1,))"
+    assert g.labels[0].reason == (
+        "reduces: reduce_sum reduces over the batch axis 1, combined across chunks by add"
+    )
+    g = partition_and_check(lambda x: jnp.einsum("bij,bik->jk", x, x), X)
+    assert g.labels[-1].reason == (
+        "reduces: dot_general contracts the batch axis 0, combined across chunks by add"
+    )
 
 
 def test_invariant_work_is_labelled_invariant() -> None:
@@ -348,7 +385,7 @@ def test_follower_of_a_mix_is_mixes_not_invariant() -> None:
     assert [lab.category for lab in g.labels] == [
         "invariant",
         "invariant",
-        "mixes",
+        "reduces",
         "mixes",
         "mixes",
     ]

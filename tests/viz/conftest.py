@@ -12,9 +12,13 @@ import mlcache_lab as mcl
 
 
 def mixing_fn(w: Any, x: Any) -> Any:
-    """Batched work, batch-invariant work on ``w``, and a batch mean (mixes samples)."""
+    """Batched work, batch-invariant work on ``w``, and a running sum over the batch.
+
+    The running sum mixes samples (it runs whole, compiled per batch size); a mean
+    would be a reduction, run in rounds (see tests/schedule/test_rounds.py).
+    """
     h = jnp.tanh(x @ (w * 2.0))
-    return h - h.mean(0)
+    return h - jnp.cumsum(h, axis=0) / 4.0
 
 
 def example_args(batch_size: int) -> tuple[np.ndarray, np.ndarray]:

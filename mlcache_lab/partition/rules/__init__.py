@@ -12,6 +12,12 @@ with a batched operand along the batch axis, e.g. ``x + zeros((B, d))``: sample
 batch rather than passed whole. The analysis gives the operand's variable that
 batch axis (its producer keeps its own label).
 
+A rule may instead say the equation *reduces* over the batch axis with an
+associative and commutative combine (``reduces=...``, see :func:`reduces`): a sum,
+max, min, argmax/argmin or and/or over the batch axis, or a ``dot_general``
+contracting it. Its outputs have no batch axis; a scheduler computes a partial
+result per chunk and combines the partials (:data:`COMBINES`).
+
 Primitives without a rule are treated as mixing samples, conservatively.
 
 Sizes are compared with :func:`same_size` only (definite equality, see
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
     from ..analysis import JaxprAnalysis
 
 __all__ = [
+    "COMBINES",
     "RULES",
     "Axis",
     "Rule",
@@ -44,6 +51,7 @@ __all__ = [
     "batched",
     "is_symbolic",
     "mixes",
+    "reduces",
     "register",
     "rule_for",
     "same_size",
@@ -67,12 +75,20 @@ class RuleResult:
       promote: operands without a batch axis that must be split along the given
         axis (see the module docstring).
       inner: analyses of the equation's sub-jaxprs (control flow), if any.
+      reduces: ``None``, or why the equation is a reduction over the batch axis
+        that splits into per-chunk partials and a combine (names the primitive,
+        the axis and the combine). Exclusive with ``mixes``.
+      reduced: with ``reduces``, the outputs that are reductions (combined
+        across chunks); empty means all of them. A ``scan`` whose body makes
+        weight gradients has batched outputs (the carry) besides.
     """
 
     out_axes: tuple[Axis, ...]
     mixes: str | None = None
     promote: Mapping[int, int] = dataclasses.field(default_factory=lambda: _NO_PROMOTION)
     inner: tuple[JaxprAnalysis, ...] = ()
+    reduces: str | None = None
+    reduced: tuple[int, ...] = ()
 
 
 Rule = Callable[[JaxprEqn, Sequence[Axis]], RuleResult]
@@ -104,6 +120,38 @@ def batched(eqn: JaxprEqn, axis: Axis, promote: Mapping[int, int] | None = None)
 def mixes(eqn: JaxprEqn, why: str, axis: Axis = None) -> RuleResult:
     """A mixing result; outputs carry ``axis`` (default none)."""
     return RuleResult((axis,) * len(eqn.outvars), f"{eqn.primitive.name} {why}")
+
+
+COMBINES: Mapping[str, str] = MappingProxyType(
+    {
+        "reduce_sum": "add",
+        "dot_general": "add",
+        "reduce_max": "max",
+        "reduce_min": "min",
+        "argmax": "argmax",
+        "argmin": "argmin",
+        "reduce_and": "and",
+        "reduce_or": "or",
+    }
+)
+"""Primitives that can reduce over the batch axis in chunks, and how partials combine.
+
+``argmax``/``argmin`` combine chunk indices offset to positions in the whole
+batch, choosing the chunk whose extreme value wins (the first on ties).
+"""
+
+
+def reduces(
+    eqn: JaxprEqn, axis: int, promote: Mapping[int, int] | None = None, what: str = "reduces over"
+) -> RuleResult:
+    """A reduction over the batch axis ``axis``: outputs have no batch axis."""
+    name = eqn.primitive.name
+    return RuleResult(
+        (None,) * len(eqn.outvars),
+        None,
+        promote or _NO_PROMOTION,
+        reduces=f"{name} {what} the batch axis {axis}, combined across chunks by {COMBINES[name]}",
+    )
 
 
 def ndim(atom: Any) -> int:

@@ -15,10 +15,14 @@ axis, conservatively, as each step sees one sample and the carry may pass it on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from jax.extend.core import ClosedJaxpr, JaxprEqn
+from jax.extend.core import ClosedJaxpr, JaxprEqn, Literal
 
-from . import Axis, RuleResult, mixes, ndim, register
+from . import COMBINES, Axis, RuleResult, mixes, ndim, register
+
+if TYPE_CHECKING:
+    from ..analysis import JaxprAnalysis
 
 
 def _analyze(body: ClosedJaxpr, in_axes: Sequence[Axis], out_promote: dict[int, int]):  # type: ignore[no-untyped-def]
@@ -76,12 +80,125 @@ def scan_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
         if not (changed or moved):
             break
     why = inner.first_mix()
+    reduced = _summed_ys(inner, nk) if why is not None else None
+    if reduced is not None:  # per-iteration sums over the batch (weight gradients) as ys
+        ys = [None if a is None else a + 1 for a in inner.out_axes[nk:]]
+        out = (*carry, *(None if k in reduced else a for k, a in enumerate(ys)))
+        promote = _outer_promotions(eqn, in_axes, consts + carry + xs)
+        promote.update(_unread_batch_sized(eqn, in_axes, inner))
+        return RuleResult(
+            out,
+            None,
+            promote,
+            (inner,),
+            reduces=f"scan body sums over the batch axis into ys {list(reduced)}, "
+            "combined across chunks by add",
+            reduced=tuple(nk + k for k in reduced),
+        )
     if why is not None:
         return RuleResult((None,) * len(eqn.outvars), f"scan body {why}", inner=(inner,))
     ys = [None if a is None else a + 1 for a in inner.out_axes[nk:]]
     out = tuple(carry) + tuple(ys)
     promote = _outer_promotions(eqn, in_axes, consts + carry + xs)
     return RuleResult(out, None, promote, (inner,))
+
+
+def _unread_batch_sized(
+    eqn: JaxprEqn, in_axes: Sequence[Axis], inner: JaxprAnalysis
+) -> dict[int, int]:
+    """Operands of the batch's size that the body never reads: split them harmlessly.
+
+    (A backward scan carries such residuals along unused.) Splitting an unread
+    operand along its ``B`` dimension changes nothing and lets the scan run
+    on a chunk.
+    """
+    from ..dims import is_batch_dim
+
+    read = {v for e in inner.jaxpr.eqns for v in e.invars if not isinstance(v, Literal)}
+    read.update(v for v in inner.jaxpr.outvars if not isinstance(v, Literal))
+    out = {}
+    for i, (atom, body_var, a) in enumerate(
+        zip(eqn.invars, inner.jaxpr.invars, in_axes, strict=True)
+    ):
+        if a is None and body_var not in read and not isinstance(atom, Literal):
+            dims = tuple(getattr(atom.aval, "shape", ()))
+            axis = next((d for d, size in enumerate(dims) if is_batch_dim(size)), None)
+            if axis is not None:
+                out[i] = axis
+    return out
+
+
+# Equations through which a sum over the batch stays a sum of per-chunk partials.
+_LINEAR_UNARY = frozenset(
+    {
+        "neg",
+        "transpose",
+        "reshape",
+        "squeeze",
+        "expand_dims",
+        "broadcast_in_dim",
+        "convert_element_type",
+        "reduce_sum",
+        "copy",
+        "copy_p",
+    }
+)
+_LINEAR_SUM = frozenset({"add", "add_any", "sub"})
+_LINEAR_SCALE = frozenset({"mul", "div", "dot_general"})
+
+
+def _summed_ys(inner: JaxprAnalysis, nk: int) -> tuple[int, ...] | None:
+    """The ys a scan body makes as sums over the batch, if that is all it mixes.
+
+    The body may reduce with ``add`` only, and what reads a sum must be linear
+    in it (sums of sums, transposes, reshapes, scaling by values that are the
+    same for every chunk), feeding ys only: never the carry, never batched
+    work. Then, run per chunk, each such ys output is the chunk's partial sum.
+    """
+    from ..analysis import _remakeable
+
+    jaxpr = inner.jaxpr
+    if any(a is not None for a in inner.const_axes):
+        return None
+    summed: set[Any] = set()
+    batchy: set[Any] = {
+        v for v, a in zip(jaxpr.invars, inner.in_axes, strict=True) if a is not None
+    }
+    for e, lab in zip(jaxpr.eqns, inner.labels, strict=True):
+        names = [v for v in e.invars if not isinstance(v, Literal)]
+        reads = [v in summed for v in names]
+        if lab.kind == "reduces":
+            if COMBINES.get(e.primitive.name) != "add" or lab.reduced or any(reads):
+                return None
+            summed.update(e.outvars)
+            continue
+        if any(reads):
+            name = e.primitive.name
+            others = [v for v, r in zip(names, reads, strict=True) if not r]
+            if lab.kind == "batched" or any(v in batchy for v in others):
+                return None
+            ok = (
+                (name in _LINEAR_UNARY and len(names) == 1)
+                or (name in _LINEAR_SUM and all(reads) and len(names) == len(e.invars))
+                or (name in _LINEAR_SCALE and sum(reads) == 1 and (name != "div" or reads[0]))
+            )
+            if not ok:
+                return None
+            summed.update(e.outvars)
+            continue
+        if lab.mixes_samples or (lab.kind == "non_batched" and not _remakeable(e, lab)):
+            return None
+        if lab.kind == "non_batched" and lab.category == "mixes":
+            return None
+        if lab.kind == "batched" or any(v in batchy for v in names):
+            batchy.update(e.outvars)
+    outs = jaxpr.outvars
+    if any(v in summed for v in outs[:nk] if not isinstance(v, Literal)):
+        return None
+    reduced = tuple(
+        k for k, v in enumerate(outs[nk:]) if not isinstance(v, Literal) and v in summed
+    )
+    return reduced or None
 
 
 @register("while")

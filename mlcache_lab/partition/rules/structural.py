@@ -13,7 +13,19 @@ from collections.abc import Sequence
 from jax.extend.core import JaxprEqn
 
 from ..dims import shape_text
-from . import Axis, RuleResult, batched, is_symbolic, mixes, ndim, register, same_size, shape
+from . import (
+    COMBINES,
+    Axis,
+    RuleResult,
+    batched,
+    is_symbolic,
+    mixes,
+    ndim,
+    reduces,
+    register,
+    same_size,
+    shape,
+)
 
 
 def _single(in_axes: Sequence[Axis]) -> int:
@@ -99,7 +111,10 @@ def rev_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     "reduce",
 )
 def reduce_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
-    """Reducing the batch axis mixes samples; reducing others shifts it."""
+    """Reducing the batch axis with a split-able combine *reduces*; other reductions
+    over it (a product, xor, a generic ``reduce``) mix samples; reducing other
+    axes shifts the batch axis.
+    """
     dims = tuple(eqn.params["axes"] if "axes" in eqn.params else eqn.params["dimensions"])
     n_operands = len(eqn.invars) if eqn.primitive.name != "reduce" else len(eqn.invars) // 2
     axes = sorted({a for a in in_axes[:n_operands] if a is not None})
@@ -107,6 +122,8 @@ def reduce_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
         return mixes(eqn, f"reduces operands batched on different axes {axes}")
     axis = axes[0]
     if axis in dims:
+        if eqn.primitive.name in COMBINES and n_operands == 1:
+            return reduces(eqn, axis)
         return mixes(eqn, f"reduces over the batch axis {axis} (axes={dims})")
     promote = {i: axis for i, a in enumerate(in_axes[:n_operands]) if a is None}
     return batched(eqn, axis - sum(d < axis for d in dims), promote)
@@ -200,15 +217,22 @@ def reduce_window_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
 def dot_general_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     """Output layout is (batch dims, lhs free dims, rhs free dims).
 
-    A batch axis that is a contracting dimension mixes samples; one that is a
-    dot batch dimension pairs samples of both sides (the other side is promoted
-    if it has no axis); one that is a free dimension needs the other side whole.
+    A batch axis that is a contracting dimension, contracted with the batch
+    axis of the other side (or with a side without one, then promoted), is a
+    sum over samples of per-sample products: it *reduces* (a weight gradient).
+    Contracted with anything else it mixes samples. A batch axis that is a dot
+    batch dimension pairs samples of both sides (the other side is promoted if
+    it has no axis); one that is a free dimension needs the other side whole.
     """
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     lc, rc, lb, rb = tuple(lc), tuple(rc), tuple(lb), tuple(rb)
     la, ra = in_axes
     lfree = [d for d in range(ndim(eqn.invars[0])) if d not in lc and d not in lb]
     rfree = [d for d in range(ndim(eqn.invars[1])) if d not in rc and d not in rb]
+    if la is not None and la in lc and ra in (None, rc[lc.index(la)]):
+        return reduces(eqn, la, {1: rc[lc.index(la)]} if ra is None else None, "contracts")
+    if ra is not None and ra in rc and la is None:
+        return reduces(eqn, ra, {0: lc[rc.index(ra)]}, "contracts")
     if la is not None and la in lc:
         return mixes(eqn, f"contracts the batch axis {la} of its left operand")
     if ra is not None and ra in rc:
