@@ -48,7 +48,8 @@ def _cnn(layers: int):  # type: ignore[no-untyped-def]
     def apply(variables, x):  # type: ignore[no-untyped-def]
         return model.apply(variables, x, mutable=["batch_stats"])[0]
 
-    return partition(apply, variables, x, batch_axes=(None, 0))
+    # The patent's plain growth: many clusters, the hardest layout to keep legible.
+    return partition(apply, variables, x, batch_axes=(None, 0), growth="plain")
 
 
 @pytest.mark.parametrize("detail", ["clusters", "equations"])

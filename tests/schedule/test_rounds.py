@@ -127,21 +127,13 @@ def test_batchnorm_runs_in_rounds_and_the_timeline_shows_them() -> None:
     assert "round 0: split" in repr(plan) and "then combine (addx1)" in repr(plan)
 
 
-WAITS_FOR_CHUNKED_BROADCASTS = pytest.mark.xfail(
-    strict=True,
-    reason="the backward pass broadcasts 1/B to [B, d] in an invariant cluster, which runs "
-    "whole (compiled per B) until invariant work carrying the batch dimension runs at the "
-    "chunk size (a schedule change made on another branch)",
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
         "batchnorm",
         "logsumexp",
         "scale-by-sum",
-        pytest.param("weight-gradient", marks=WAITS_FOR_CHUNKED_BROADCASTS),
+        "weight-gradient",
     ],
 )
 def test_rounds_compile_once_for_every_batch_size(name: str) -> None:

@@ -94,12 +94,6 @@ def test_training_step_under_batched_jit_equals_jax_jit(state) -> None:  # type:
     assert min(moved) > 1e-4  # every parameter was updated
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the mean's backward broadcasts 1/B to [B, ...] in invariant clusters that run whole "
-    "(compiled per B) until invariant work carrying the batch dimension runs at the chunk size "
-    "(a schedule change made on another branch)",
-)
 def test_training_step_compiles_nothing_at_a_new_batch_size(state) -> None:  # type: ignore[no-untyped-def]
     params, opt_state = state
     step = mcl.batched_jit(
