@@ -245,8 +245,9 @@ def cluster_plan(
     Work that mixes samples is not gathered: each such step stays where growth
     puts it. Reductions over the batch are gathered afterwards, one reducing
     cluster per round (see :mod:`.clustering`). Invariant work reads only
-    invariant values, so gathering it never closes a cycle; batched work is gathered where acyclicity allows (batched
-    work after a step that mixes samples cannot join work before it).
+    invariant values, so gathering it never closes a cycle; batched work is
+    gathered where acyclicity allows (batched work after a step that mixes
+    samples cannot join work before it).
     """
     eqns = closed.jaxpr.eqns
     made_by: dict[Var, int] = {}

@@ -74,9 +74,7 @@ CATEGORIES: dict[str, Category] = {
     "batched": Category("#b7e1cd", "green", "batched (any slice of the batch)"),
     "invariant": Category("#e0e0e0", "grey", "invariant (no sample)"),
     "mixes": Category("#f9cb9c", "orange", "mixes samples"),
-    "reduces": Category(
-        "#a4c2f4", "blue", "reduces over the batch (per-chunk partials + combine)"
-    ),
+    "reduces": Category("#a4c2f4", "blue", "reduces over the batch (per-chunk partials + combine)"),
 }
 UNKNOWN_FILL = "white"
 EDGES_NOTE = "edges: shapes, batch dimension B"

@@ -114,7 +114,7 @@ class Traced(_Stage):
     @property
     def fun_name(self) -> str:
         """The traced function's name, as JAX gives it."""
-        return jax_util.fun_name(self._fn.__wrapped__)
+        return jax_util.fun_name(self._fn._fn)
 
     @property
     def out_avals(self) -> Any:
@@ -138,7 +138,7 @@ class Traced(_Stage):
         if any(not core.is_constant_shape(a.shape) for a in self.jaxpr.in_avals):
             # A jaxpr with the symbolic batch dimension cannot run on concrete shapes:
             # run the function it was traced from, statics put back.
-            out = pipeline.call_with_leaves(self._fn.__wrapped__, self._sig, leaves)
+            out = pipeline.call_with_leaves(self._fn._fn, self._sig, leaves)
             return out
         return self.out_tree.unflatten(core.jaxpr_as_fun(self.jaxpr)(*leaves))
 
@@ -385,7 +385,7 @@ class Compiled(_Stage):
             if (ref.shape, ref.dtype) != (got.shape, got.dtype):
                 wrong.append((i, ref, got))
         if wrong:
-            names = _arg_names(self._fn.__wrapped__, self._sig)  # only when there is an error
+            names = _arg_names(self._fn._fn, self._sig)  # only when there is an error
             errors = []
             for i, ref, got in wrong:
                 name = f"'{names[i]}'" if names else f"{i + 1}/{len(expected)}"
