@@ -218,15 +218,7 @@ def _steady(
     for name, kw in policies:
         bf = mcl.batched_jit(model.apply, batch_axes=(None, 0), store=mcl.CacheStore(None), **kw)
         fns[name] = functools.partial(bf, params, x)
-    for f in fns.values():
-        jax.block_until_ready(f())
-        jax.block_until_ready(f())
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():  # alternate, so drift hits every variant alike
-            t = time.perf_counter()
-            jax.block_until_ready(f())
-            samples[k].append(time.perf_counter() - t)
+    samples = alternating_samples(fns, repeats)
     base = statistics.median(samples["jax.jit"])
     return [
         {
@@ -294,6 +286,26 @@ DEFAULT_POLICIES = [
     ("buckets-16", {"policy": "buckets", "micro_batch": 16}),
     ("buckets-64", {"policy": "buckets", "micro_batch": 64}),
 ]
+
+
+def alternating_samples(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` calls of each warm variant, taken in turn.
+
+    Each variant is called twice first (compile, then the first execution's
+    setup); the rounds then alternate, so drift hits every variant alike.
+    """
+    import jax
+
+    for f in fns.values():
+        jax.block_until_ready(f())
+        jax.block_until_ready(f())
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(f())
+            samples[k].append(time.perf_counter() - t)
+    return samples
 
 
 def main(argv: list[str] | None = None) -> int:

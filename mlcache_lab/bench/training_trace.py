@@ -182,15 +182,9 @@ def steady_state(
             step, batch_axes=axes, policy="chunk", micro_batch=m, store=mcl.CacheStore(None)
         )
         fns[f"chunk-{m}"] = functools.partial(bf, params, opt_state, *inputs)
-    for f in fns.values():
-        jax.block_until_ready(f())
-        jax.block_until_ready(f())
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():  # alternate, so drift hits every variant alike
-            t = time.perf_counter()
-            jax.block_until_ready(f())
-            samples[k].append(time.perf_counter() - t)
+    from .serving_trace import alternating_samples
+
+    samples = alternating_samples(fns, repeats)
     base = statistics.median(samples["jax.jit"])
     return [
         {
