@@ -270,7 +270,8 @@ def summarize(results: list[dict[str, Any]], steady: list[dict[str, Any]]) -> st
     return "\n".join(lines)
 
 
-def _write(path: Path, rows: list[dict[str, Any]], command: str) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]], command: str) -> None:
+    """``rows`` as CSV under a comment line naming the command that made them."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         fh.write(f"# made by: {command}\n")
@@ -337,8 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         DEFAULT_POLICIES,
     )
     out = Path(args.out)
-    _write(out, results, command.strip())
-    _write(out.with_name(out.stem.replace("trace", "steady") + out.suffix), steady, command.strip())
+    write_csv(out, results, command.strip())
+    write_csv(
+        out.with_name(out.stem.replace("trace", "steady") + out.suffix), steady, command.strip()
+    )
     print(summarize(results, steady))
     print(f"wrote {out}")
     return 0

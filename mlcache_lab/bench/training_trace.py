@@ -281,17 +281,6 @@ def summarize(
     return "\n".join(lines)
 
 
-def _write(path: Path, rows: list[dict[str, Any]], command: str) -> None:
-    import csv
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        fh.write(f"# made by: {command}\n")
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(
@@ -344,8 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     for s in steady:
         s.update(next(m for m in memory if m["variant"] == s["variant"]))
     out = Path(args.out)
-    _write(out, trace, command.strip())
-    _write(out.with_name(out.stem.replace("trace", "steady") + out.suffix), steady, command.strip())
+    from .serving_trace import write_csv
+
+    write_csv(out, trace, command.strip())
+    write_csv(
+        out.with_name(out.stem.replace("trace", "steady") + out.suffix), steady, command.strip()
+    )
     print(summarize(trace, steady, memory))
     return 0
 

@@ -110,27 +110,6 @@ def test_training_step_compiles_nothing_at_a_new_batch_size(state) -> None:  # t
         assert step.last_plan.timeline.compile_count() == 0, step.last_plan.timeline
 
 
-def test_only_the_batch_broadcasts_compile_at_a_new_batch_size(state) -> None:  # type: ignore[no-untyped-def]
-    """What compiles per batch size today: only ``whole`` segments of invariant broadcasts."""
-    params, opt_state = state
-    step = mcl.batched_jit(
-        train_step,
-        batch_axes=(None, None, 0, 0),
-        policy="chunk",
-        micro_batch=8,
-        store=mcl.CacheStore(None),
-    )
-    step(params, opt_state, *_batch(16))
-    step(params, opt_state, *_batch(23))
-    plan = step.last_plan
-    assert plan is not None and plan.timeline is not None
-    graph = plan.graph
-    for c in plan.timeline.compilations:
-        segment = plan.segments[c.segment]
-        assert segment.mode == "whole"
-        assert {graph.clusters[k].category for k in segment.clusters} == {"invariant"}
-
-
 def test_scanned_transformer_step_accumulates_layer_gradients_in_its_backward_scan() -> None:
     from mlcache_lab.models import get_model
 
