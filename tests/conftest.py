@@ -31,3 +31,12 @@ def renderer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
         pytest.skip("Graphviz's `dot` is not on PATH; the layered case covers this machine")
     monkeypatch.setenv(RENDERER_ENV, request.param)
     return str(request.param)
+
+
+@pytest.fixture
+def fresh_key_file(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """A fresh signing key file location (created on first use), exported to child processes."""
+    path = tmp_path / "keys" / "hmac.key"
+    monkeypatch.setenv("MLCACHE_LAB_KEY_FILE", str(path))
+    monkeypatch.delenv("MLCACHE_LAB_UNSAFE_SKIP_VERIFY", raising=False)
+    return path
