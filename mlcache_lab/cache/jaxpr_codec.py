@@ -41,10 +41,10 @@ import jax
 import jax.numpy
 import numpy as np
 from jax import export as jax_export
-from jax._src import core
-from jax._src import custom_derivatives as _cd
-from jax._src import literals as _literals
-from jax._src.export import shape_poly
+from jax.extend import core
+from jax.extend.core import primitives as _primitives
+
+from .. import jax_internals
 
 __all__ = ["CODEC_VERSION", "JaxprCodecError", "canonical_jaxpr", "decode_jaxpr", "encode_jaxpr"]
 
@@ -62,7 +62,7 @@ class JaxprCodecError(ValueError):
 
 @functools.cache
 def _closed_call_p() -> core.Primitive:
-    return core.closed_call_p
+    return _primitives.closed_call_p
 
 
 def _primitive_index() -> dict[int, tuple[str, str]]:
@@ -114,7 +114,7 @@ def _canonical_open(jaxpr: core.Jaxpr) -> core.Jaxpr:
 
 
 def _canonical_eqn(eqn: core.JaxprEqn) -> core.JaxprEqn:
-    if eqn.primitive in (_cd.custom_jvp_call_p, _cd.custom_vjp_call_p):
+    if eqn.primitive in (_primitives.custom_jvp_call_p, _primitives.custom_vjp_call_p):
         call = eqn.params["call_jaxpr"]
         if isinstance(call, core.Jaxpr):
             call = core.ClosedJaxpr(call, [])
@@ -152,14 +152,14 @@ def _rebuild_array(value: np.ndarray) -> Any:
     return jax.numpy.asarray(value)
 
 
+# The rebuild helpers keep their names: encoded bytes refer to them (and the
+# content key hashes those bytes).
 def _rebuild_var(cls: type, aval: Any, initial_qdd: Any, final_qdd: Any) -> Any:
-    var: Any = object.__new__(cls)
-    core.Var.__init__(var, aval, initial_qdd, final_qdd)
-    return var
+    return jax_internals.rebuild_var(cls, aval, initial_qdd, final_qdd)
 
 
 def _rebuild_ctx(*fields: Any) -> Any:
-    return core.JaxprEqnContext._create(*fields)
+    return jax_internals.rebuild_eqn_context(*fields)
 
 
 _DEBUG_INFO = core.DebugInfo("cached_jit", "<mlcache_lab cached jaxpr>", None, None)
@@ -169,7 +169,7 @@ class _Pickler(pickle.Pickler):
     def persistent_id(self, obj: Any) -> Any:
         if isinstance(obj, core.Primitive):
             return ("primitive", *_locate_primitive(obj))
-        if isinstance(obj, shape_poly._DimExpr):
+        if jax_export.is_symbolic_dim(obj):
             return ("dim", str(obj))
         return None
 
@@ -186,9 +186,9 @@ class _Pickler(pickle.Pickler):
         if isinstance(obj, core.Literal):
             return core.Literal, (obj.val, obj.aval)
         if isinstance(obj, core.Var):  # pickle's memo keeps one Var per original
-            return _rebuild_var, (type(obj), obj.aval, obj.initial_qdd, obj.final_qdd)
-        if isinstance(obj, core.JaxprEqnContext):
-            return _rebuild_ctx, _ctx_fields(obj)
+            return _rebuild_var, (type(obj), *jax_internals.var_state(obj))
+        if jax_internals.is_eqn_context(obj):
+            return _rebuild_ctx, jax_internals.eqn_context_fields(obj)
         if isinstance(obj, core.Jaxpr):
             return _rebuild_jaxpr, (
                 obj.constvars,
@@ -199,8 +199,8 @@ class _Pickler(pickle.Pickler):
             )
         if isinstance(obj, jax.Array):  # a closed-over constant: persist its value
             return _rebuild_array, (np.asarray(obj),)
-        if isinstance(obj, _literals.TypedNdArray):  # ndarray's pickle drops its aval
-            return _literals.TypedNdArray, (np.asarray(obj).view(np.ndarray), obj.aval)
+        if isinstance(obj, jax_internals.TypedNdArray):  # ndarray's pickle drops its aval
+            return jax_internals.TypedNdArray, (np.asarray(obj).view(np.ndarray), obj.aval)
         if isinstance(obj, np.ndarray | np.generic):
             return NotImplemented
         if isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType):
@@ -214,17 +214,6 @@ class _Pickler(pickle.Pickler):
         if module != __name__ and not module.startswith(_TRUSTED_MODULE_PREFIXES):
             raise JaxprCodecError(f"cannot encode {obj!r} (from module {module!r})")
         return NotImplemented
-
-
-def _ctx_fields(ctx: core.JaxprEqnContext) -> tuple[Any, ...]:
-    xla_metadata = ctx.xla_metadata
-    return (
-        ctx.compute_type,
-        ctx.threefry_partitionable,
-        ctx.cur_abstract_mesh,
-        ctx.remove_size_one_mesh_axis,
-        None if xla_metadata is None else tuple(sorted(xla_metadata.items())),
-    )
 
 
 class _Unpickler(pickle.Unpickler):
@@ -256,7 +245,9 @@ class _Unpickler(pickle.Unpickler):
             if isinstance(obj, type):
                 if module != "builtins" or name in _SAFE_BUILTIN_TYPES:
                     return obj
-            elif (module, name) in _ALLOWED_FUNCTIONS or module.startswith("jax._src.random."):
+            elif (module, name) in _ALLOWED_FUNCTIONS or module.startswith(
+                jax_internals.PICKLED_FUNCTION_MODULE_PREFIXES
+            ):
                 return obj
         raise JaxprCodecError(f"refusing to load {module}.{name} from an encoded jaxpr")
 
@@ -279,16 +270,18 @@ _SAFE_BUILTIN_TYPES = frozenset(
         "tuple",
     }
 )
-_ALLOWED_FUNCTIONS = frozenset(
-    {
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("jax._src.named_sharding", "_unpickle_named_sharding"),
-    }
+_ALLOWED_FUNCTIONS = (
+    frozenset(
+        {
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy._core.numeric", "_frombuffer"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy.core.numeric", "_frombuffer"),
+        }
+    )
+    | jax_internals.PICKLED_FUNCTIONS
 )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from jax import export as jax_export
 from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, Literal, Var, jaxpr_as_fun
 
+from ..jax_internals import symbolic_scope
 from .analysis import Axis, JaxprAnalysis, Label
 from .clustering import ClusterPlan
 from .dims import BATCH_DIM, batch_dim, is_batch_dim, is_symbolic, jaxpr_mentions_batch
@@ -244,7 +245,7 @@ def build_clusters(
     """
     jaxpr = closed.jaxpr
     dim = next((d for v in jaxpr.invars for d in v.aval.shape if is_symbolic(d)), None)
-    batch = None if dim is None else batch_dim(dim.scope)
+    batch = None if dim is None else batch_dim(symbolic_scope(dim))
     eqns = jaxpr.eqns
     owner: dict[Var, int] = {}
     for i, eqn in enumerate(eqns):

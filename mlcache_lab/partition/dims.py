@@ -11,7 +11,7 @@ analysis alone.
 
 Symbolic dimensions are never converted to ``int`` or ordered (``B < 2`` is
 inconclusive): they are only compared for definite equality, as
-``jax._src.core.definitely_equal`` does.
+JAX's own ``definitely_equal`` does.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import Any
 
 from jax import export as jax_export
 from jax.extend.core import ClosedJaxpr, Jaxpr
+
+from ..jax_internals import symbolic_scope
 
 __all__ = [
     "BATCH_DIM",
@@ -70,7 +72,7 @@ def is_batch_dim(d: Any) -> bool:
 def _is_batch(d: Any) -> bool:
     # Comparing symbolic dimensions subtracts them; a dict lookup finds the same
     # object (JAX passes one ``B`` along most shapes) by identity first.
-    return same_size(d, _batch_in(d.scope))
+    return same_size(d, _batch_in(symbolic_scope(d)))
 
 
 def same_size(a: Any, b: Any) -> bool:

@@ -33,6 +33,7 @@ import numpy as np
 from jax import lax
 from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, JaxprEqn, Literal, Var
 
+from ..jax_internals import bind_equation
 from ..partition.analysis import Label
 from ..partition.dims import BATCH_DIM, is_symbolic, jaxpr_mentions_batch
 from ..partition.graph import ClusterGraph
@@ -128,10 +129,7 @@ def _mask(x: Any, axis: int, valid: Any, op: str) -> Any:
 
 
 def _bind(eqn: JaxprEqn, vals: Sequence[Any]) -> list[Any]:
-    params = eqn.primitive.get_bind_params(eqn.params)
-    with eqn.ctx.manager:  # as jax.core.eval_jaxpr binds an equation
-        out = eqn.primitive.bind(*vals, **params)
-    return list(out) if eqn.primitive.multiple_results else [out]
+    return bind_equation(eqn, vals)
 
 
 def partial_program(
@@ -257,8 +255,7 @@ def _masked_scan(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> li
     params["num_consts"] = eqn.params["num_consts"] + 1
     if "linear" in params:  # older scans flag linear operands
         params["linear"] = (False, *params["linear"])
-    out = eqn.primitive.bind(valid, *vals, **eqn.primitive.get_bind_params(params))
-    return list(out)
+    return bind_equation(eqn, [valid, *vals], params)
 
 
 def _masked_operands(
@@ -311,7 +308,11 @@ def combine(
 
     dtype = np.asarray(parts[0]).dtype if xp is np else parts[0].dtype
     if op in ("argmax", "argmin"):
-        assert values is not None
+        if values is None:
+            raise ValueError(
+                f"combine({op!r}, ...) needs each chunk's extreme value. Got values=None; pass "
+                "values=[...] with one entry per part."
+            )
         best_v, best_i = load(values[0]), load(parts[0]) + xp.asarray(starts[0], dtype)
         for p, v, s in zip(parts[1:], values[1:], starts[1:], strict=True):
             v, i = load(v), load(p) + xp.asarray(s, dtype)

@@ -40,9 +40,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from jax.core import ShapedArray
 from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, Literal, Var, jaxpr_as_fun
 
 from ..cache.keys import digest
+from ..jax_internals import symbolic_scope
 from ..partition.dims import batch_dim, is_batch_dim, is_symbolic, jaxpr_mentions_batch
 from ..partition.graph import ClusterGraph
 from .rounds import Combine, cut_rounds, partial_program, size_only
@@ -305,12 +307,10 @@ def _make_segment(graph: ClusterGraph, index: int, mode: str, cids: Sequence[int
 
 def _carrier_aval(graph: ClusterGraph) -> Any:
     """``int8[B]`` with the ``B`` of the graph's symbolic scope."""
-    from jax._src import core
-
     for v in graph.jaxpr.jaxpr.invars:
         for d in _dims(v):
             if is_symbolic(d):
-                return core.ShapedArray((batch_dim(d.scope),), np.dtype(np.int8))
+                return ShapedArray((batch_dim(symbolic_scope(d)),), np.dtype(np.int8))
     raise AssertionError("a carrier was asked for in a graph without a symbolic batch")
 
 

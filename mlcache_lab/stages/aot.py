@@ -16,17 +16,18 @@ produced it (``.report``), and :class:`Lowered` its ``Exported`` (``.exported``)
 from __future__ import annotations
 
 import inspect
+import io
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jax
-from jax._src import core, xla_bridge
-from jax._src import tree_util as jax_tree_util
-from jax._src import util as jax_util
-from jax._src.interpreters import mlir
-from jax._src.lib import _jax, hlo
-from jax._src.lib.mlir import ir
+from jax import export as jax_export
+from jax.core import ShapedArray, Tracer
+from jax.extend import backend as jex_backend
+from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
+from jax.extend.mlir import ir
 
+from .. import jax_internals
 from . import pipeline
 from .report import LevelReport, StageReport
 from .signature import Signature
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from .cached_function import Artifact, CachedFunction
 
 __all__ = ["Compiled", "Lowered", "Traced"]
+
+_Art = TypeVar("_Art", pipeline.TraceArtifact, pipeline.LowerArtifact, pipeline.CompileArtifact)
 
 
 class _Stage:
@@ -47,6 +50,16 @@ class _Stage:
 
     def _flat_in_avals(self) -> list[Any]:
         return list(self._sig.avals)
+
+    def _artifact(self, level: str, kind: type[_Art]) -> _Art:
+        """This stage's artifact of ``level`` (every stage is built holding its own)."""
+        art = self._arts.get(level)
+        if not isinstance(art, kind):  # a bug in how the stage was built, not a user error
+            raise RuntimeError(
+                f"internal error: the {level} artifact of this {type(self).__name__} is "
+                f"{type(art).__name__}, not {kind.__name__}"
+            )
+        return art
 
     @property
     def in_tree(self) -> Any:
@@ -81,7 +94,7 @@ class _Stage:
         """The call's flat leaves, with JAX's error when the pytree differs from the lowered one."""
         leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
         if tree != self.in_tree:
-            errs = list(jax_tree_util.equality_errors_pytreedef(tree, self.in_tree))
+            errs = jax_internals.pytree_differences(tree, self.in_tree)
             msg = [
                 "Function compiled with input pytree does not match the input pytree it was "
                 f"called with. There are {len(errs)} mismatches, including:"
@@ -101,11 +114,9 @@ class Traced(_Stage):
     """The trace stage: a jaxpr (loaded or traced), like ``jax.stages.Traced``."""
 
     @property
-    def jaxpr(self) -> core.ClosedJaxpr:
+    def jaxpr(self) -> ClosedJaxpr:
         """The ``ClosedJaxpr`` (forward-only: custom-derivative calls inlined)."""
-        art = self._arts["trace"]
-        assert isinstance(art, pipeline.TraceArtifact)
-        return art.jaxpr
+        return self._artifact("trace", pipeline.TraceArtifact).jaxpr
 
     def _flat_in_avals(self) -> list[Any]:
         # The jaxpr's own: the batch dimension is symbolic when batch_axes was given.
@@ -114,7 +125,7 @@ class Traced(_Stage):
     @property
     def fun_name(self) -> str:
         """The traced function's name, as JAX gives it."""
-        return jax_util.fun_name(self._fn._fn)
+        return jax_internals.fun_name(self._fn._fn)
 
     @property
     def out_avals(self) -> Any:
@@ -135,12 +146,12 @@ class Traced(_Stage):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Evaluate the traced program eagerly, like ``jax.stages.Traced.__call__``."""
         leaves = self._leaves(args, kwargs)
-        if any(not core.is_constant_shape(a.shape) for a in self.jaxpr.in_avals):
+        if any(jax_export.is_symbolic_dim(d) for a in self.jaxpr.in_avals for d in a.shape):
             # A jaxpr with the symbolic batch dimension cannot run on concrete shapes:
             # run the function it was traced from, statics put back.
             out = pipeline.call_with_leaves(self._fn._fn, self._sig, leaves)
             return out
-        return self.out_tree.unflatten(core.jaxpr_as_fun(self.jaxpr)(*leaves))
+        return self.out_tree.unflatten(jaxpr_as_fun(self.jaxpr)(*leaves))
 
     def lower(self, *, lowering_platforms: Any = None) -> Lowered:
         """Lower (or load the StableHLO), like ``jax.stages.Traced.lower``.
@@ -184,15 +195,13 @@ class Lowered(_Stage):
     @property
     def exported(self) -> jax.export.Exported:
         """The ``jax.export.Exported`` this level caches (serializable StableHLO)."""
-        art = self._arts["lower"]
-        assert isinstance(art, pipeline.LowerArtifact)
-        return art.exported
+        return self._artifact("lower", pipeline.LowerArtifact).exported
 
     def _flat_in_avals(self) -> list[Any]:
         # The Exported's shapes (symbolic batch dimension with batch_axes; unused inputs
         # included), the call's weak types: a deserialized Exported has lost them.
         return [
-            core.ShapedArray(ex.shape, ex.dtype, weak_type=call.weak_type)
+            ShapedArray(ex.shape, ex.dtype, weak_type=call.weak_type)
             for ex, call in zip(self.exported.in_avals, self._sig.avals, strict=True)
         ]
 
@@ -205,23 +214,22 @@ class Lowered(_Stage):
 
     def _module(self) -> ir.Module:
         # Parsed in a fresh context each time, as JAX builds a fresh module per lowering.
-        context = mlir.make_ir_context()
-        with context:
+        with jax_internals.make_ir_context():
             return ir.Module.parse(self.exported.mlir_module())
 
     def _hlo(self) -> Any:
-        return _jax.mlir.mlir_module_to_xla_computation(
-            mlir.module_to_bytecode(self._module()), use_tuple_args=False
-        )
+        bytecode = io.BytesIO()
+        self._module().operation.write_bytecode(file=bytecode)
+        return jax_internals.stablehlo_to_xla_computation(bytecode.getvalue())
 
     def as_text(self, dialect: str | None = None, *, debug_info: bool = False) -> str:
         """A human-readable text of the lowering: ``"stablehlo"`` (default) or ``"hlo"``."""
         dialect = _dialect(dialect)
         if dialect == "stablehlo":
-            return str(mlir.module_to_string(self._module(), enable_debug_info=debug_info))
-        options = hlo.HloPrintOptions.short_parsable()
-        options.print_metadata = debug_info
-        return str(self._hlo().as_hlo_module().to_string(options))
+            text = io.StringIO()
+            self._module().operation.print(file=text, enable_debug_info=debug_info)
+            return text.getvalue()
+        return jax_internals.hlo_text(self._hlo(), debug_info=debug_info)
 
     def compiler_ir(self, dialect: str | None = None) -> Any:
         """The lowering as an object: an MLIR ``ir.Module`` (stablehlo) or an ``XlaComputation``."""
@@ -233,13 +241,13 @@ class Lowered(_Stage):
         backend = None
         for platform in self.exported.platforms:  # the first one this process has
             try:
-                backend = xla_bridge.get_backend(platform)
+                backend = jex_backend.get_backend(platform)
                 break
             except RuntimeError:
                 continue
-        if backend is None or xla_bridge.using_pjrt_c_api(backend):
+        if backend is None or jax_internals.uses_pjrt_c_api(backend):
             return None  # as JAX: no backend, or the C API, has no uncompiled cost analysis
-        return _jax.hlo_module_cost_analysis(backend, self._hlo().as_hlo_module())
+        return jax_internals.hlo_cost_analysis(backend, self._hlo())
 
     def compile(
         self,
@@ -292,9 +300,7 @@ class Compiled(_Stage):
 
     @property
     def _art(self) -> pipeline.CompileArtifact:
-        art = self._arts["compile"]
-        assert isinstance(art, pipeline.CompileArtifact)
-        return art
+        return self._artifact("compile", pipeline.CompileArtifact)
 
     @property
     def _inner(self) -> jax.stages.Compiled:
@@ -304,7 +310,7 @@ class Compiled(_Stage):
     @property
     def _executable(self) -> Any:
         """JAX's executable object (``jax.stages.Compiled._executable``), for introspection."""
-        return self._inner._executable
+        return jax_internals.compiled_executable(self._inner)
 
     def _inner_flat(self, tree: Any, value: Any) -> list[Any]:
         return list(tree.flatten_up_to(value))
@@ -360,14 +366,13 @@ class Compiled(_Stage):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         leaves = self._leaves(args, kwargs)
-        if not core.trace_state_clean():
-            for leaf in leaves:
-                if isinstance(leaf, core.Tracer):
-                    raise TypeError(
-                        "Cannot apply JAX transformations to a function lowered and compiled "
-                        "for a particular signature. Detected argument of Tracer type "
-                        f"{type(leaf)}."
-                    )
+        for leaf in leaves:
+            if isinstance(leaf, Tracer):
+                raise TypeError(
+                    "Cannot apply JAX transformations to a function lowered and compiled "
+                    "for a particular signature. Detected argument of Tracer type "
+                    f"{type(leaf)}."
+                )
         self._check_types(leaves)
         return self.out_tree.unflatten(self._inner(*leaves))
 

@@ -45,11 +45,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax._src import api_util
-from jax._src import config as jax_config
-from jax._src import util as jax_util
-from jax._src.array import ArrayImpl
 
+from .. import jax_internals
 from ..cache.fingerprint import Fingerprint, fingerprint_function
 from ..cache.keys import KeyComponents, chain_key, content_key, explain_change
 from ..cache.store import LEVELS, CacheStore, Lookup, default_store
@@ -66,8 +63,9 @@ _DECODERS: dict[str, Any] = {
     "lower": pipeline.LowerArtifact,
     "compile": pipeline.CompileArtifact,
 }
-_trace_context = jax_config.trace_context
+_trace_context = jax_internals.trace_context
 _tree_flatten = jax.tree_util.tree_flatten
+_ArrayImpl = jax_internals.ArrayImpl
 _tree_unflatten = jax.tree_util.tree_unflatten
 _JAX = "jax.jit"  # a fast-path entry meaning: this signature is jax.jit's to run
 
@@ -102,9 +100,8 @@ class CachedFunction:
             donate_argnums=donate_argnums,
             donate_argnames=donate_argnames,
         )
-        donate, donate_names, static, static_names = api_util.resolve_argnums(
+        donate, donate_names, static, static_names = jax_internals.resolve_argnums(
             fn,
-            api_util.fun_signature(fn),
             donate_argnums,
             donate_argnames,
             static_argnums,
@@ -185,7 +182,7 @@ class CachedFunction:
         return self if instance is None else types.MethodType(self, instance)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"function_name": jax_util.fun_name(self._fn)}
+        return {"function_name": jax_internals.fun_name(self._fn)}
 
     def clear_cache(self) -> None:
         """Forget this function's executables in this process, as ``jax.jit``'s ``clear_cache``.
@@ -312,7 +309,7 @@ class CachedFunction:
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Signature | None:
         """The call's signature, or None where the call is ``jax.jit``'s to run."""
-        if jax_config.disable_jit.value:
+        if jax_internals.jit_disabled():
             return None
         try:
             sig = self._signature(args, kwargs)
@@ -495,7 +492,7 @@ class CachedFunction:
             # here), so the same jaxpr would lower to different bytes from different
             # callers and miss by content. Without them (name stacks stay) lowering is
             # deterministic, as JAX's own cache key is (it strips debug info).
-            with jax_config.traceback_in_locations_limit(0):
+            with jax_internals.traceback_in_locations_limit(0):
                 return pipeline.run_lower(
                     arts["trace"],  # type: ignore[arg-type]
                     sig,
@@ -614,7 +611,7 @@ def _forget(
 
 def _leaf_key(leaf: Any) -> Any:
     kind = type(leaf)
-    if kind is ArrayImpl:
+    if kind is _ArrayImpl:
         return leaf.aval  # shape, dtype and weak type; a Tracer has another type
     if kind is np.ndarray:
         return (kind, leaf.shape, leaf.dtype)

@@ -27,12 +27,13 @@ from typing import Any
 import jax
 import jaxlib
 from jax import export as jax_export
-from jax._src import config as jax_config
-from jax._src import core
+from jax.core import ShapedArray
 from jax.experimental import serialize_executable
 from jax.extend import backend as jex_backend
+from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 from jax.sharding import SingleDeviceSharding
 
+from .. import jax_internals
 from ..cache.jaxpr_codec import (
     CODEC_VERSION,
     JaxprCodecError,
@@ -72,7 +73,7 @@ class NotCacheable(Exception):
 class TraceArtifact:
     """A traced program. ``encoded`` is None when the codec refused it (``note`` says why)."""
 
-    jaxpr: core.ClosedJaxpr
+    jaxpr: ClosedJaxpr
     out_tree: Any
     encoded: bytes | None
     note: str = ""
@@ -166,16 +167,16 @@ def has_address(tree: Any) -> bool:
 def describe_trace_context() -> tuple[str, str]:
     """JAX's trace context (the state JAX keys its own caches on), readably, by name.
 
-    Returns ``(digest, problem)``: the digest of every item of
-    ``jax._src.config.trace_context()`` (x64, rank promotion, matmul precision,
-    default device, meshes, the enclosing axis environment of ``vmap`` and
-    ``shard_map``, ...), and ``""``, or a sentence naming an item that has no
-    description valid in another process (its text would hold a memory
-    address): such a context cannot key an entry another process reads.
+    Returns ``(digest, problem)``: the digest of every item of JAX's trace
+    context (:func:`mlcache_lab.jax_internals.trace_context`: x64, rank
+    promotion, matmul precision, default device, meshes, the enclosing axis
+    environment of ``vmap`` and ``shard_map``, ...), and ``""``, or a sentence
+    naming an item that has no description valid in another process (its text
+    would hold a memory address): such a context cannot key an entry another
+    process reads.
     """
-    names = jax_config.trace_context_names()
     parts, problems = [], []
-    for name, value in zip(names, jax_config.trace_context(), strict=True):
+    for name, value in jax_internals.trace_context_items():
         text = _context_text(value)
         if _ADDRESS.search(text):
             problems.append(f"{name}={_ADDRESS.sub('', text)}")
@@ -188,11 +189,9 @@ def describe_trace_context() -> tuple[str, str]:
 
 def _context_text(value: Any) -> str:
     """One trace-context item as text that means the same in every process."""
-    if isinstance(value, core.AxisEnv):  # its repr is only an address
-        sizes = ", ".join(f"{k!r}: {v}" for k, v in value.axis_sizes.items())
-        spmd = sorted(map(repr, value.spmd_axis_names))
-        explicit = sorted(map(repr, value.explicit_mesh_axis_names))
-        return f"AxisEnv({{{sizes}}}, spmd={spmd}, explicit_mesh={explicit})"
+    axis_env = jax_internals.describe_axis_env(value)  # its repr is only an address
+    if axis_env is not None:
+        return axis_env
     if isinstance(value, jax.sharding.Mesh):  # its repr leaves the devices out
         return f"{value!r} devices={value.device_ids.tolist()}"
     if isinstance(value, jax.Device):
@@ -279,7 +278,7 @@ def _device_text(device: jax.Device) -> str:
 
 
 def _default_device() -> str:
-    chosen = jax_config.default_device.value
+    chosen = jax_internals.default_device()
     if chosen is None:
         return "default"
     return _device_text(chosen) if isinstance(chosen, jax.Device) else f"default on {chosen}"
@@ -320,8 +319,10 @@ def run_trace(fn: Callable[..., Any], sig: Signature, symbolic: bool) -> TraceAr
         traced = jax.jit(functools.partial(call_with_leaves, fn, sig)).trace(specs)
         closed, out_tree = canonical_jaxpr(traced.jaxpr), traced.out_tree
     if len(closed.in_avals) != len(specs):
-        raise AssertionError(f"traced {len(closed.in_avals)} inputs for {len(specs)} leaves")
-    odd = [a for a in (*closed.in_avals, *closed.out_avals) if not isinstance(a, core.ShapedArray)]
+        raise AssertionError(
+            f"internal error: traced {len(closed.in_avals)} inputs for {len(specs)} leaves"
+        )
+    odd = [a for a in (*closed.in_avals, *closed.out_avals) if not isinstance(a, ShapedArray)]
     if odd:  # a token (or another non-array type) cannot cross jax.export
         raise NotCacheable(f"the program takes or returns {odd[0]}")
     try:
@@ -349,7 +350,7 @@ def run_lower(
     donate = sig.flat_donate
     if art.encoded is not None:
         closed = decode_jaxpr(art.encoded)
-        flat_fn: Any = jax.jit(core.jaxpr_as_fun(closed), donate_argnums=donate)
+        flat_fn: Any = jax.jit(jaxpr_as_fun(closed), donate_argnums=donate)
         specs = [
             jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in closed.in_avals
         ]

@@ -14,9 +14,8 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax import core
 from jax import export as jax_export
-from jax._src import core
-from jax._src import tree_util as _tree_util
 
 __all__ = ["Signature", "make_signature"]
 
@@ -172,7 +171,9 @@ def _leaf_batch_axes(
                 )
             continue
         try:
-            flat = _tree_util.broadcast_prefix(axes, arg, is_leaf=lambda x: x is None)
+            full = jax.tree.broadcast(axes, arg, is_leaf=lambda x: x is None)
+            treedef: Any = jax.tree.structure(arg)  # flatten_up_to is untyped
+            flat = treedef.flatten_up_to(full)
         except ValueError as err:
             raise ValueError(
                 f"batch_axes[{i}]={axes!r} does not match the structure of argument {i} "
