@@ -247,7 +247,7 @@ class CacheStore:
                     f"could replace it. Got key_file={str(self.key_file)!r} inside "
                     f"{str(root)!r}; keep it in e.g. ~/.config/mlcache_lab/."
                 )
-            options = self._open(root)
+            options = self._open(root, self.key_file)
             if not options:
                 root = None
         self.path: Path | None = root
@@ -277,9 +277,8 @@ class CacheStore:
     def on_disk(self) -> bool:
         return self.path is not None
 
-    def _open(self, root: Path) -> dict[str, Any]:
+    def _open(self, root: Path, key_file: Path) -> dict[str, Any]:
         """The backend options (key, modes) for ``root``; ``{}`` (after one warning) if unusable."""
-        assert self.key_file is not None
         try:
             existed = root.is_dir()
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -295,14 +294,14 @@ class CacheStore:
             )
             return {}
         try:
-            key = load_or_create_key(self.key_file, mode=0o640 if self.shared else 0o600)
+            key = load_or_create_key(key_file, mode=0o640 if self.shared else 0o600)
         except KeyFileError as err:
             self._warn_write(f"{err}; running uncached (entries cannot be signed).")
             return {}
-        problem = key_file_problem(self.key_file, shared=self.shared)
+        problem = key_file_problem(key_file, shared=self.shared)
         if problem:
             warnings.warn(
-                f"the cache key file {str(self.key_file)!r} is not private: {problem}. "
+                f"the cache key file {str(key_file)!r} is not private: {problem}. "
                 "Whoever can read it can make this process load their code; "
                 f"chmod {'640' if self.shared else '600'} it "
                 + ("(group = the trusted writers)." if self.shared else "or make a new one."),

@@ -48,6 +48,7 @@ __all__ = [
     "Axis",
     "Rule",
     "RuleResult",
+    "batch_axis",
     "batched",
     "is_symbolic",
     "mixes",
@@ -110,6 +111,17 @@ def register(*names: str) -> Callable[[Rule], Rule]:
 def rule_for(name: str) -> Rule | None:
     """The rule for primitive ``name``, or ``None`` when there is none."""
     return RULES.get(name)
+
+
+def batch_axis(axis: Axis) -> int:
+    """``axis`` where the analysis guarantees an operand is batched, as an int.
+
+    Rules run only on equations with at least one batched operand, so an
+    unbatched one here is a bug in the dispatch (checked even under ``-O``).
+    """
+    if axis is None:
+        raise AssertionError("internal error: a batching rule ran without a batched operand")
+    return axis
 
 
 def batched(eqn: JaxprEqn, axis: Axis, promote: Mapping[int, int] | None = None) -> RuleResult:

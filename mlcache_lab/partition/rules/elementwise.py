@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from jax.extend.core import JaxprEqn
 
-from . import Axis, RuleResult, batched, mixes, ndim, register, same_size, shape
+from . import Axis, RuleResult, batch_axis, batched, mixes, ndim, register, same_size, shape
 
 ELEMENTWISE = (  # noqa: SIM905  (a word list reads better than 85 quoted names)
     "abs acos acosh add add_any and asin asinh atan atan2 atanh bessel_i0e bessel_i1e cbrt ceil "
@@ -55,8 +55,8 @@ def identity_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
 @register("bitcast_convert_type")
 def bitcast_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     """A bitcast to a narrower/wider type adds/drops a trailing dimension only."""
-    (axis,) = in_axes
-    assert axis is not None
+    (operand,) = in_axes
+    axis = batch_axis(operand)
     if axis >= ndim(eqn.outvars[0]):
         return mixes(eqn, f"folds the batch axis {axis} into the element type")
     return batched(eqn, axis)
@@ -71,8 +71,8 @@ def random_trailing_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
 @register("random_wrap")
 def random_wrap_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     """``uint32[..., n]`` key data becomes ``key[...]``: the trailing axis disappears."""
-    (axis,) = in_axes
-    assert axis is not None
+    (operand,) = in_axes
+    axis = batch_axis(operand)
     if axis >= ndim(eqn.outvars[0]):
         return mixes(eqn, f"turns the batch axis {axis} into key data")
     return batched(eqn, axis)

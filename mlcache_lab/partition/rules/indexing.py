@@ -18,14 +18,13 @@ from collections.abc import Sequence
 
 from jax.extend.core import JaxprEqn
 
-from . import Axis, RuleResult, batched, mixes, ndim, register, same_size, shape
+from . import Axis, RuleResult, batch_axis, batched, mixes, ndim, register, same_size, shape
 
 
 @register("slice")
 def slice_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     """Only a full slice of the batch axis keeps every sample in place."""
-    axis = in_axes[0]
-    assert axis is not None
+    axis = batch_axis(in_axes[0])
     p = eqn.params
     strides = p["strides"] or (1,) * ndim(eqn.invars[0])
     got = (p["start_indices"][axis], p["limit_indices"][axis], strides[axis])
@@ -52,8 +51,7 @@ def dynamic_update_slice_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleRes
     oa, ua = in_axes[0], in_axes[1]
     if any(a is not None for a in in_axes[2:]) or (oa is not None and ua not in (None, oa)):
         return mixes(eqn, f"updates with operands batched on different axes ({oa}, {ua})")
-    axis = oa if oa is not None else ua
-    assert axis is not None
+    axis = batch_axis(oa if oa is not None else ua)
     if not same_size(shape(eqn.invars[1])[axis], shape(eqn.invars[0])[axis]):
         return mixes(eqn, f"updates a subset of samples on the batch axis {axis}")
     return batched(eqn, axis, {0 if oa is None else 1: axis})
@@ -96,7 +94,7 @@ def gather_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
         ):
             return mixes(eqn, f"indexes into the batch axis {oa} of its operand")
         return batched(eqn, dn.offset_dims[windows.index(oa)])
-    assert ia is not None
+    ia = batch_axis(ia)  # the operand is unbatched: the indices are
     if ia == idx_nd - 1:
         return mixes(eqn, f"uses the batch axis {ia} as the index vector")
     return batched(eqn, out_batch[ia])

@@ -17,6 +17,7 @@ from . import (
     COMBINES,
     Axis,
     RuleResult,
+    batch_axis,
     batched,
     is_symbolic,
     mixes,
@@ -29,9 +30,7 @@ from . import (
 
 
 def _single(in_axes: Sequence[Axis]) -> int:
-    axis = in_axes[0]
-    assert axis is not None
-    return axis
+    return batch_axis(in_axes[0])
 
 
 @register("broadcast_in_dim")
@@ -246,7 +245,7 @@ def dot_general_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
             k = lb.index(la)
             return batched(eqn, k, {1: rb[k]})
         return batched(eqn, len(lb) + lfree.index(la))
-    assert ra is not None
+    ra = batch_axis(ra)  # the left operand is unbatched: the right one is
     if ra in rb:
         k = rb.index(ra)
         return batched(eqn, k, {0: lb[k]})
