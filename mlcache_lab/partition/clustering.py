@@ -56,6 +56,7 @@ cluster. Choices the claims leave open, and what we do:
 
 from __future__ import annotations
 
+import graphlib
 import heapq
 from collections.abc import Hashable, Sequence
 
@@ -86,26 +87,38 @@ class ClusterPlan:
         for c, eqns in enumerate(self.members):
             for i in eqns:
                 self.cluster_of[i] = c
-        self.queue = _kahn(len(self.members), self.dependencies)
+        self.queue = _topological_queue(len(self.members), self.dependencies)
 
 
-def _kahn(n: int, edges: Sequence[tuple[int, int]]) -> list[int]:
-    succ: list[list[int]] = [[] for _ in range(n)]
-    indegree = [0] * n
+def _topological_queue(n: int, edges: Sequence[tuple[int, int]]) -> list[int]:
+    """Nodes ``0..n-1`` in topological order of ``edges``, the lowest ready id first.
+
+    Deterministic: among the nodes whose producers have all been taken, the
+    lowest id goes next, so the same graph always gives the same queue.
+
+    Raises:
+      RuntimeError: the edges close a cycle (growth keeps clusters acyclic, so
+        this is a bug in the growth, not something a caller can cause).
+    """
+    sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
+    for c in range(n):
+        sorter.add(c)
     for a, b in edges:
-        succ[a].append(b)
-        indegree[b] += 1
-    ready = [c for c in range(n) if indegree[c] == 0]
-    heapq.heapify(ready)
-    queue = []
-    while ready:
+        sorter.add(b, a)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as err:
+        raise RuntimeError(
+            f"internal error: the cluster graph has a cycle through clusters {err.args[1]}"
+        ) from err
+    ready: list[int] = []
+    queue: list[int] = []
+    while sorter.is_active():
+        for c in sorter.get_ready():
+            heapq.heappush(ready, c)
         c = heapq.heappop(ready)
         queue.append(c)
-        for d in succ[c]:
-            indegree[d] -= 1
-            if indegree[d] == 0:
-                heapq.heappush(ready, d)
-    assert len(queue) == n, "cluster graph has a cycle"
+        sorter.done(c)
     return queue
 
 

@@ -52,8 +52,8 @@ class ClusterGraph:
       labels: one :class:`~mlcache_lab.partition.analysis.Label` per equation.
       clusters: the :class:`Cluster` s, numbered by their first equation.
       dependencies: ``(producer_cluster_id, consumer_cluster_id)`` pairs, sorted.
-      queue: cluster ids in a deterministic topological order (Kahn's algorithm,
-        lowest ready id first).
+      queue: cluster ids in a deterministic topological order (``graphlib``'s,
+        the lowest ready id first).
       in_tree: tree structure of the example arguments.
       out_tree: tree structure of the function's outputs.
       in_batch_axes: batch axis of each flattened argument (after promotion:

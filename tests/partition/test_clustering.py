@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hypothesis.strategies as st
 import jax.numpy as jnp
+import pytest
 from hypothesis import given, settings
 
 from mlcache_lab.partition import partition
-from mlcache_lab.partition.clustering import grow_clusters
+from mlcache_lab.partition.clustering import ClusterPlan, grow_clusters
 
 from .ground_truth import partition_and_check
 
@@ -146,3 +147,42 @@ def test_gathering_joins_sibling_seeds() -> None:
     assert len(grow_clusters(producers, keys).members) == 4
     gathered = grow_clusters(producers, keys, 1, [k[1] for k in keys])
     assert gathered.members == [[0, 1], [2, 3, 4]]
+
+
+def _lowest_ready_first(n: int, edges: set[tuple[int, int]]) -> list[int]:
+    """The queue by its definition: repeatedly the lowest id whose producers are all taken."""
+    taken: list[int] = []
+    while len(taken) < n:
+        ready = [
+            c for c in range(n) if c not in taken and all(a in taken for a, b in edges if b == c)
+        ]
+        taken.append(min(ready))
+    return taken
+
+
+@st.composite
+def cluster_dags(draw: st.DrawFn) -> tuple[int, set[tuple[int, int]]]:
+    """A DAG over ``0..n-1`` whose topological order is not the id order."""
+    n = draw(st.integers(1, 25))
+    ranks = draw(st.permutations(range(n)))  # node ranks[i] is i-th in some topological order
+    pairs = draw(st.sets(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=60))
+    return n, {(ranks[i], ranks[j]) for i, j in pairs if i < j}
+
+
+@given(cluster_dags())
+@settings(max_examples=150, deadline=None)
+def test_queue_is_the_lowest_ready_cluster_first(dag: tuple[int, set[tuple[int, int]]]) -> None:
+    n, edges = dag
+    members = [[c] for c in range(n)]  # cluster c is equation c: numbering unchanged
+    plan = ClusterPlan(members, [KEYS[0]] * n, edges)
+    assert plan.queue == _lowest_ready_first(n, edges)
+
+
+def test_queue_pins_a_small_graph() -> None:
+    plan = ClusterPlan([[0], [1], [2], [3]], [KEYS[0]] * 4, {(2, 1), (3, 0), (2, 0)})
+    assert plan.queue == [2, 1, 3, 0]
+
+
+def test_a_cycle_in_the_cluster_graph_is_an_internal_error_naming_it() -> None:
+    with pytest.raises(RuntimeError, match=r"internal error: the cluster graph has a cycle"):
+        ClusterPlan([[0], [1], [2]], [KEYS[0]] * 3, {(0, 1), (1, 2), (2, 1)})
