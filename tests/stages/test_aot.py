@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax._src.lib.mlir import ir
+from jax.extend.mlir import ir
 
 import mlcache_lab as mcl
 from mlcache_lab.models import get_model

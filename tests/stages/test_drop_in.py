@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from jax._src import core
 from jax._src import test_util as jtu
+from jax.extend import core
 
 import mlcache_lab as mcl
 from mlcache_lab.stages import pipeline
