@@ -63,7 +63,9 @@ UNSUPPORTED_JAX = (
 
 def _unsupported(what: str, err: Exception) -> ImportError:
     return ImportError(
-        UNSUPPORTED_JAX.format(what=what, version=jax.__version__, error=f"{type(err).__name__}")
+        UNSUPPORTED_JAX.format(
+            what=what, version=jax.__version__, error=f"{type(err).__name__}: {err}"
+        )
     )
 
 
