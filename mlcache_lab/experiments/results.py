@@ -16,6 +16,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cache.store import LEVELS
+
 __all__ = ["Results", "Table", "load"]
 
 
@@ -198,7 +200,7 @@ _TEXT_COLUMNS = frozenset(
         "started",
         "expected",
     }
-    | {f"{lvl}_{f}" for lvl in ("trace", "lower", "compile") for f in ("status", "reason")}
+    | {f"{lvl}_{f}" for lvl in LEVELS for f in ("status", "reason")}
 )
 
 

@@ -4,7 +4,7 @@ A :class:`Scenario` prepares the store and the code (``setup``: calls made
 first, each in its own fresh process, on the cell's empty store) and names the
 call that is measured next, in another fresh process (``measured``). The
 code-edit scenarios edit the model's module on disk between the two (see
-:data:`~mlcache_lab.stages.changes.BODIES`).
+:data:`~mlcache_lab.experiments.calls.BODIES`).
 
 Each change scenario also says which stored artifacts stay valid after the
 change, by chain key (the full config is unchanged up to that level) and by
@@ -27,8 +27,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from ..stages.changes import CHANGES, Change
+from ..cache.store import LEVELS
 from .calls import Call
+from .changes import CHANGES, Change
 from .levels import CACHE_LEVELS, JAX_PERSISTENT
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
     "get_scenario",
     "register_scenario",
 ]
-
-LEVELS = ("trace", "lower", "compile")
 
 
 class Scenario:
@@ -103,7 +102,7 @@ class ChangeScenario(Scenario):
 
     Args:
       name, description: as in :class:`Scenario`.
-      change: a row of :data:`~mlcache_lab.stages.changes.CHANGES` (``None``: no change).
+      change: a row of :data:`~mlcache_lab.experiments.changes.CHANGES` (``None``: no change).
       validity: what stays valid after the change (``None``: a cold store).
       jax_supported: whether ``jax.jit`` can run the changed call (``jax_persistent``).
     """

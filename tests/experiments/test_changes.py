@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from mlcache_lab.stages.changes import CHANGES, CallSpec, run_change
-
-LEVELS = ("trace", "lower", "compile")
+from mlcache_lab.cache import LEVELS
+from mlcache_lab.experiments import CHANGES, CallSpec, run_change
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("change", CHANGES, ids=[c.name for c in CHANGES])
 def test_change_gives_the_expected_status_per_level(change, tmp_path):
-    spec = CallSpec(store=str(tmp_path / "store"), workdir=str(tmp_path / "work"), verify=True)
-    base, changed = run_change(change, spec)
+    spec = CallSpec(store=str(tmp_path / "store"), workdir=str(tmp_path / "work"))
+    base, changed = run_change(change, spec, verify=True)
 
     assert {lvl: base["report"][f"{lvl}_status"] for lvl in LEVELS} == {
         "trace": "miss",
