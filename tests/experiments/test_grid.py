@@ -7,7 +7,6 @@ import pytest
 from mlcache_lab import experiments as ex
 from mlcache_lab.experiments import CHANGES
 
-LEVELS = ("trace", "lower", "compile")
 RENAMED = {"nothing": "warm_process", "donate_argnums": "lowering_option"}
 
 
