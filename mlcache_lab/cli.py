@@ -237,10 +237,12 @@ def _row(
 
 
 def _row_text(row: dict[str, Any]) -> str:
+    # One column per level of the header; a level this call did not report shows "-".
     cells = " ".join(
         f"{row[f'{lvl}_status']:>8} {row[f'{lvl}_seconds']:8.3f}"
-        for lvl in LEVELS
         if f"{lvl}_status" in row
+        else f"{'-':>8} {'-':>8}"
+        for lvl in LEVELS
     )
     return (
         f"{row['description'][:44]:<44} {cells} {row['call_seconds']:8.3f}  "
