@@ -22,9 +22,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+from .cache.store import LEVELS
 
-LEVELS = ("trace", "lower", "compile")
+__all__ = ["main"]
 
 
 def _default_store_root() -> Path:
@@ -35,7 +35,7 @@ def demo(args: argparse.Namespace) -> int:
     """Each pipeline change of the cache table in fresh processes; a table, a CSV and a plot."""
     from tqdm import tqdm
 
-    from .stages.changes import CHANGES, CallSpec, run_change
+    from .experiments import CHANGES, CallSpec, run_change
 
     begin = time.perf_counter()
     out = Path(args.out).resolve()
@@ -222,7 +222,7 @@ def _row(
 ) -> dict[str, Any]:
     report = result["report"]
     row: dict[str, Any] = {"change": name, "description": description}
-    for lvl in LEVELS:
+    for lvl in (lvl for lvl in LEVELS if f"{lvl}_status" in report):
         row[f"{lvl}_status"] = report[f"{lvl}_status"]
         row[f"{lvl}_seconds"] = round(report[f"{lvl}_seconds"], 5)
         row[f"{lvl}_reason"] = report[f"{lvl}_reason"]
@@ -231,13 +231,19 @@ def _row(
     if expected is None:
         row["as_expected"] = ""
     else:
-        got = {lvl: row[f"{lvl}_status"] for lvl in LEVELS}
+        got = {lvl: row.get(f"{lvl}_status") for lvl in expected}
         row["as_expected"] = "yes" if got == expected else f"no (expected {expected})"
     return row
 
 
 def _row_text(row: dict[str, Any]) -> str:
-    cells = " ".join(f"{row[f'{lvl}_status']:>8} {row[f'{lvl}_seconds']:8.3f}" for lvl in LEVELS)
+    # One column per level of the header; a level this call did not report shows "-".
+    cells = " ".join(
+        f"{row[f'{lvl}_status']:>8} {row[f'{lvl}_seconds']:8.3f}"
+        if f"{lvl}_status" in row
+        else f"{'-':>8} {'-':>8}"
+        for lvl in LEVELS
+    )
     return (
         f"{row['description'][:44]:<44} {cells} {row['call_seconds']:8.3f}  "
         f"{row['as_expected'][:3] or '-'}"
@@ -255,13 +261,15 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     labels = [r["change"] for r in rows]
     bottom = [0.0] * len(rows)
-    colours = {"trace": "#8e24aa", "lower": "#1e88e5", "compile": "#fb8c00"}
-    for lvl in LEVELS:
-        values = [r[f"{lvl}_seconds"] for r in rows]
-        ax.bar(labels, values, bottom=bottom, label=lvl, color=colours[lvl])
+    from .viz.plots import level_colour
+
+    drawn = [lvl for lvl in LEVELS if any(f"{lvl}_seconds" in r for r in rows)]
+    for lvl in drawn:
+        values = [r.get(f"{lvl}_seconds", 0.0) for r in rows]
+        ax.bar(labels, values, bottom=bottom, label=lvl, color=level_colour(lvl))
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     for i, r in enumerate(rows):
-        text = "/".join(r[f"{lvl}_status"][0].upper() for lvl in LEVELS)
+        text = "/".join(r.get(f"{lvl}_status", "-")[0].upper() for lvl in drawn)
         ax.text(i, bottom[i], text, ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("seconds per level (first call)")
     ax.set_title("Cache levels after each pipeline change (M=miss, D=disk, B=bypassed)")
@@ -295,7 +303,9 @@ def bench(args: argparse.Namespace) -> int:
             command=command,
         )
     else:
-        written = studies.run_benchmark(args.study, out, quick=args.quick, repeats=args.repeats)
+        written = studies.run_benchmark(
+            args.study, out, quick=args.quick, repeats=args.repeats, command=command
+        )
     print(f"\n{time.perf_counter() - start:.1f} s; wrote to {out}:")
     for path in written:
         print(f"  {path.name}")

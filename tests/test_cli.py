@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlcache_lab import cli
-from mlcache_lab.experiments import load
-from mlcache_lab.stages.changes import CHANGES
+from mlcache_lab.experiments import CHANGES, load
 
 TINY = ["--layers", "1", "--seq", "8", "--width", "16", "--batch-size", "2"]
 
@@ -102,7 +101,7 @@ def test_library_logs_reach_the_command_line_only_while_it_runs(capsys):
 
 # Modules that are command lines of their own (python -m ...), or children whose stdout is
 # a JSON protocol: they print. Everything else reports through the `mlcache_lab` logger.
-PRINTING = {"cli.py", "stages/changes.py", "experiments/child.py"}
+PRINTING = {"cli.py", "experiments/child.py"}
 
 
 def test_only_the_command_lines_print():

@@ -43,13 +43,14 @@ import pickle
 import resource
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from .fresh_process import run_json_child
 
 __all__ = ["COLUMNS", "SCENARIOS", "Case", "Config", "main", "run_benchmark"]
 
@@ -101,7 +102,6 @@ COLUMNS: tuple[str, ...] = (
 ``exec1_s - min(exec2_s, exec3_s)``; ``first_over_later``: ``exec1_s / min(exec2_s,
 exec3_s)``; ``minfltN``: minor page faults of the process during execution N."""
 
-_RESULT_PREFIX = "FIRST_EXECUTION_RESULT "
 _OTHER = "other"
 _TINY = "tiny"
 
@@ -270,7 +270,7 @@ def _worker(job: dict[str, Any]) -> None:
         result = _prepare(folder, [Config(**c) for c in job["configs"]])
     else:
         result = _measure(folder, job["scenario"], Config(**job["config"]))
-    print(_RESULT_PREFIX + json.dumps(result), flush=True)
+    print(json.dumps(result), flush=True)  # the last line: what run_json_child reads
 
 
 # --------------------------------------------------------------------------- parent side
@@ -283,21 +283,12 @@ def _spawn(job: dict[str, Any], xla_flags: str, timeout: float) -> dict[str, Any
     env.pop("XLA_FLAGS", None)
     if xla_flags:
         env["XLA_FLAGS"] = xla_flags
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlcache_lab.bench.first_execution", "--worker", json.dumps(job)],
+    return run_json_child(
+        "mlcache_lab.bench.first_execution",
+        ["--worker", json.dumps(job)],
+        what=f"worker {job.get('task')} {job.get('scenario', '')} (XLA_FLAGS={xla_flags!r})",
         env=env,
-        capture_output=True,
-        text=True,
         timeout=timeout,
-        check=False,
-    )
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(_RESULT_PREFIX):
-            result: dict[str, Any] = json.loads(line[len(_RESULT_PREFIX) :])
-            return result
-    raise RuntimeError(
-        f"worker {job.get('task')} {job.get('scenario', '')} failed (rc={proc.returncode}, "
-        f"XLA_FLAGS={xla_flags!r}):\n{proc.stderr[-3000:]}"
     )
 
 

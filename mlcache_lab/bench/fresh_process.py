@@ -1,10 +1,15 @@
-"""The harness of the fresh-process benchmarks (warm start, integrity).
+"""Fresh Python processes that report one JSON line: the one way this package starts them.
 
-Each such benchmark is one module run two ways: as a driver that spawns
-``python -m <module> --child <variant> --workdir ... --layers ... --batch ...``
-processes (plus ``--model ...`` for a benchmark that takes one), alternating
-variants, and as that child, which prints one JSON line of measurements.
-This module holds the spawning and the shared command line, so each
+Every measurement of a cold or warm start needs a new process: the
+fresh-process benchmarks here, the pipeline changes and the ablation runs of
+:mod:`mlcache_lab.experiments` all start one with :func:`run_json_child`.
+
+The benchmarks among them (warm start, integrity) are one module run two
+ways: as a driver that spawns ``python -m <module> --child <variant>
+--workdir ... --layers ... --batch ...`` processes (plus ``--model ...`` for a
+benchmark that takes one), alternating variants, and as that child, which
+prints one JSON line of measurements. :func:`spawn_child` and
+:func:`bench_main` hold the spawning and the shared command line, so each
 benchmark only says what its child measures and how to sum up.
 """
 
@@ -12,13 +17,56 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..stages.processes import run_json_child
+__all__ = ["bench_main", "run_json_child", "spawn_child"]
 
-__all__ = ["bench_main", "spawn_child"]
+
+def run_json_child(
+    module: str,
+    args: Sequence[str],
+    *,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """``python -m module *args`` in a new process; the dict its last stdout line holds.
+
+    Args:
+      module: the module to run (its ``__main__`` prints the JSON line last).
+      args: its command-line arguments.
+      what: names the process in the error message (``"the jax process"``).
+      env: the child's environment (default: this process's).
+      timeout: seconds before the child is killed (``subprocess.TimeoutExpired``).
+
+    Raises:
+      RuntimeError: the child exited non-zero, or printed no JSON line last; the
+        message starts with ``what`` and ends with the child's stderr.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else dict(env),
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    try:
+        result = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        raise RuntimeError(
+            f"{what} printed no JSON line last (got {lines[-1][:200]!r}):\n{proc.stderr[-4000:]}"
+        ) from None
+    if not isinstance(result, dict):
+        raise RuntimeError(f"{what} printed {type(result).__name__}, not a JSON object, last")
+    return result
 
 
 def spawn_child(

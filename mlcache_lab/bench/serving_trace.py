@@ -21,6 +21,8 @@ Results: ``data/serving_trace.csv`` (one row per variant) and
 ``data/serving_steady.csv``; the summary says which policy wins and why.
 
 Run: ``python -m mlcache_lab.bench.serving_trace`` (``--quick`` for a tiny model).
+``mlcache-lab bench serving_trace`` runs the same measurement through
+:func:`run` with :func:`settings` and draws it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,39 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "serving_trace"]
+__all__ = [
+    "DEFAULTS",
+    "DEFAULT_POLICIES",
+    "main",
+    "run",
+    "serving_trace",
+    "settings",
+    "write_results",
+]
+
+# The measurement's knobs: the command line's defaults, and what --quick shrinks.
+DEFAULTS = {
+    "layers": 12,
+    "seq": 64,
+    "width": 256,
+    "calls": 64,
+    "max_batch": 512,
+    "seed": 2026,
+    "steady_repeats": 15,
+}
+QUICK = {"layers": 1, "seq": 8, "width": 16, "calls": 8, "max_batch": 40, "steady_repeats": 3}
+DEFAULT_POLICIES = [
+    ("chunk-8", {"policy": "chunk", "micro_batch": 8}),
+    ("chunk-16", {"policy": "chunk", "micro_batch": 16}),
+    ("chunk-32", {"policy": "chunk", "micro_batch": 32}),
+    ("buckets-16", {"policy": "buckets", "micro_batch": 16}),
+    ("buckets-64", {"policy": "buckets", "micro_batch": 64}),
+]
+
+
+def settings(quick: bool = False) -> dict[str, int]:
+    """The keyword arguments of :func:`run` (but ``policies``): the defaults, or ``--quick``'s."""
+    return {**DEFAULTS, **(QUICK if quick else {})}
 
 
 def serving_trace(calls: int = 64, max_batch: int = 512, seed: int = 2026) -> list[int]:
@@ -135,6 +169,12 @@ def run(
     steady_repeats: int,
     policies: list[tuple[str, dict[str, Any]]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Serve the trace with every variant from a cold start, then the steady state.
+
+    Returns:
+      One row per variant of the trace (seconds, compilations, padded rows), and
+      one row per variant of the steady state at batch 64.
+    """
     import jax
 
     from mlcache_lab.models import get_model
@@ -270,6 +310,18 @@ def summarize(results: list[dict[str, Any]], steady: list[dict[str, Any]]) -> st
     return "\n".join(lines)
 
 
+def write_results(
+    out: Path, results: list[dict[str, Any]], steady: list[dict[str, Any]], command: str
+) -> list[Path]:
+    """:func:`run`'s rows as ``out`` (the trace) and ``*_steady`` beside it; both paths."""
+    steady_path = out.with_name(out.stem.replace("trace", "steady") + out.suffix)
+    if steady_path == out:  # a name without "trace" in it
+        steady_path = out.with_name(f"{out.stem}_steady{out.suffix}")
+    write_csv(out, results, command)
+    write_csv(steady_path, steady, command)
+    return [out, steady_path]
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]], command: str) -> None:
     """``rows`` as CSV under a comment line naming the command that made them."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,15 +330,6 @@ def write_csv(path: Path, rows: list[dict[str, Any]], command: str) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-
-
-DEFAULT_POLICIES = [
-    ("chunk-8", {"policy": "chunk", "micro_batch": 8}),
-    ("chunk-16", {"policy": "chunk", "micro_batch": 16}),
-    ("chunk-32", {"policy": "chunk", "micro_batch": 32}),
-    ("buckets-16", {"policy": "buckets", "micro_batch": 16}),
-    ("buckets-64", {"policy": "buckets", "micro_batch": 64}),
-]
 
 
 def alternating_samples(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
@@ -313,35 +356,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mlcache_lab.bench.serving_trace", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--seq", type=int, default=64)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--calls", type=int, default=64)
-    parser.add_argument("--max-batch", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--steady-repeats", type=int, default=15)
+    for name, value in DEFAULTS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
     parser.add_argument("--quick", action="store_true", help="a tiny model and trace (tests)")
     parser.add_argument("--out", default="data/serving_trace.csv")
     args = parser.parse_args(argv)
+    knobs = {name: getattr(args, name) for name in DEFAULTS}
     if args.quick:
-        args.layers, args.seq, args.width, args.calls, args.max_batch = 1, 8, 16, 8, 40
-        args.steady_repeats = 3
+        knobs.update(QUICK)
     command = "python -m mlcache_lab.bench.serving_trace " + " ".join(argv or sys.argv[1:])
-    results, steady = run(
-        args.layers,
-        args.seq,
-        args.width,
-        args.calls,
-        args.max_batch,
-        args.seed,
-        args.steady_repeats,
-        DEFAULT_POLICIES,
-    )
+    results, steady = run(**knobs, policies=DEFAULT_POLICIES)
     out = Path(args.out)
-    write_csv(out, results, command.strip())
-    write_csv(
-        out.with_name(out.stem.replace("trace", "steady") + out.suffix), steady, command.strip()
-    )
+    write_results(out, results, steady, command.strip())
     print(summarize(results, steady))
     print(f"wrote {out}")
     return 0

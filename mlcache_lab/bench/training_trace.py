@@ -33,7 +33,6 @@ import functools
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fresh_process import run_json_child
 
 __all__ = ["main", "training_trace"]
 
@@ -238,9 +239,6 @@ def peak_memory(
     out = []
     for variant in ["jax.jit", *(f"chunk-{m}" for m in micro_batches)]:
         args = [
-            sys.executable,
-            "-m",
-            "mlcache_lab.bench.training_trace",
             "--memory-child",
             variant,
             "--model",
@@ -252,10 +250,8 @@ def peak_memory(
             "--memory-calls",
             str(calls),
         ]
-        done = subprocess.run(args, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"the {variant} memory process failed:\n{done.stderr[-2000:]}")
-        out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        what = f"the {variant} memory process"
+        out.append(run_json_child("mlcache_lab.bench.training_trace", args, what=what))
     return out
 
 

@@ -12,7 +12,11 @@ ex.plot.levels(results); ex.plot.speedup(results, baseline="compile_only")
 
 from . import plot as plot
 from .calls import Call as Call
+from .calls import CallSpec as CallSpec
 from .calls import run_call as run_call
+from .changes import CHANGES as CHANGES
+from .changes import Change as Change
+from .changes import run_change as run_change
 from .grid import Cell as Cell
 from .grid import Grid as Grid
 from .grid import ModelSpec as ModelSpec

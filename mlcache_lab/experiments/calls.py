@@ -1,10 +1,13 @@
 """One measured call in a fresh Python process: what to run, against which store, how cached.
 
-A :class:`Call` wraps the :class:`~mlcache_lab.stages.changes.CallSpec` of the
-cache's behaviour table (model, code version written to a real module on disk,
-batch size, options) with what an ablation adds: the cache-level setting, the
-program (one ``cached_jit`` call, or a serving trace through ``batched_jit``)
-and modules the child imports first (where users register their own models).
+A :class:`CallSpec` is a call of the cache's behaviour table
+(:mod:`mlcache_lab.experiments.changes`): model, code version, batch size,
+options. The model's code lives in a real module written to disk
+(``model_under_test.py`` in ``workdir``, see :func:`write_model_module`), so a
+code edit is an edit of a file, as it is for a user. A :class:`Call` wraps a
+spec with what an ablation adds: the cache-level setting, the program (one
+``cached_jit`` call, or a serving trace through ``batched_jit``) and modules
+the child imports first (where users register their own models).
 :func:`run_call` runs it with ``python -m mlcache_lab.experiments.child`` and
 returns what the child printed (see :mod:`mlcache_lab.experiments.child`).
 """
@@ -14,17 +17,85 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from pathlib import Path
 from typing import Any
 
-from ..stages.changes import CallSpec, write_model_module
-from ..stages.processes import run_json_child
+from ..bench.fresh_process import run_json_child
 from .levels import check_setting
 
-__all__ = ["PROGRAMS", "Call", "run_call"]
+__all__ = [
+    "BODIES",
+    "MODULE_NAME",
+    "PROGRAMS",
+    "Call",
+    "CallSpec",
+    "run_call",
+    "write_model_module",
+]
+
+MODULE_NAME = "model_under_test"
+
+# The bodies of ``apply`` in the model module: the base, an edit that leaves
+# the jaxpr unchanged (a named intermediate), and one that changes it.
+BODIES = {
+    "base": "return MODEL.apply(params, x)",
+    "same_jaxpr": "out = MODEL.apply(params, x)\n    return out",
+    "changed_jaxpr": "return MODEL.apply(params, x) * 0.5",
+}
+
+_TEMPLATE = '''\
+"""A model module that the pipeline-change scenarios edit on disk."""
+
+from mlcache_lab.models import get_model
+
+MODEL = get_model({model!r}, **{config!r})
+
+
+def apply(params, x):
+    {body}
+'''
 
 PROGRAMS = ("cached_jit", "serving")
 # Variables that would change what a child measures behind the study's back.
 _SCRUBBED_ENV = ("PYTHONHASHSEED", "JAX_COMPILATION_CACHE_DIR", "JAX_ENABLE_COMPILATION_CACHE")
+
+
+@dataclasses.dataclass(frozen=True)
+class CallSpec:
+    """One call of ``cached_jit(apply)`` on a built-in model whose code is a module on disk.
+
+    Attributes:
+      store: the cache directory.
+      workdir: where the model module is written.
+      model: a built-in model name; ``config`` its keyword arguments.
+      body: a key of :data:`BODIES`: which version of the code runs.
+      batch_size: the inputs' batch size.
+      batch_axes: ``None`` or the model's batch axes (symbolic batch dimension).
+      compiler_options, lowering_platforms, donate_argnums: cached_jit's options.
+    """
+
+    store: str
+    workdir: str
+    model: str = "mlp"
+    config: tuple[tuple[str, Any], ...] = ()
+    body: str = "base"
+    batch_size: int = 8
+    batch_axes: tuple[Any, ...] | None = None
+    compiler_options: tuple[tuple[str, Any], ...] = ()
+    lowering_platforms: tuple[str, ...] | None = None
+    donate_argnums: tuple[int, ...] = ()
+
+    def replace(self, **changes: Any) -> CallSpec:
+        return dataclasses.replace(self, **changes)
+
+
+def write_model_module(spec: CallSpec) -> Path:
+    """Write ``model_under_test.py`` for ``spec`` into its workdir."""
+    path = Path(spec.workdir, f"{MODULE_NAME}.py")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    source = _TEMPLATE.format(model=spec.model, config=dict(spec.config), body=BODIES[spec.body])
+    path.write_text(source)
+    return path
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,9 +29,10 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
+from ..cache.store import LEVELS  # noqa: E402
+
 __all__ = ["main"]
 
-LEVELS = ("trace", "lower", "compile")
 _CACHE_HIT = "/jax/compilation_cache/cache_hits"
 
 
@@ -45,7 +46,7 @@ def _use_jax_cache(directory: str) -> None:
 
 
 def main(text: str) -> dict[str, Any]:
-    from .calls import Call
+    from .calls import MODULE_NAME, Call
     from .levels import CACHE_LEVELS, JAX_PERSISTENT
 
     call = Call.from_json(text)
@@ -56,7 +57,6 @@ def main(text: str) -> dict[str, Any]:
     import numpy as np
 
     import mlcache_lab as mcl
-    from mlcache_lab.stages.changes import MODULE_NAME
 
     for name in call.imports:
         importlib.import_module(name)
@@ -109,6 +109,7 @@ def _cached_jit(call: Any, apply: Any, args: Any, store: Any, result: dict[str, 
     result["report"] = {
         f"{lvl}_{field}": report[f"{lvl}_{field}"]
         for lvl in LEVELS
+        if f"{lvl}_status" in report
         for field in ("status", "seconds", "reason")
     }
     return out

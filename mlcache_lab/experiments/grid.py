@@ -17,8 +17,7 @@ from typing import Any
 
 from ..models import available_models
 from ..models import register_model as _register_builtin
-from ..stages.changes import CallSpec
-from .calls import Call
+from .calls import Call, CallSpec
 from .levels import CACHE_LEVELS, check_setting
 from .scenarios import Scenario, get_scenario
 

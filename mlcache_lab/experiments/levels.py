@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from ..cache.store import LEVELS
+
 __all__ = ["ALL_SETTINGS", "CACHE_LEVELS", "JAX_PERSISTENT", "check_setting"]
 
 CACHE_LEVELS = MappingProxyType(
@@ -19,7 +21,7 @@ CACHE_LEVELS = MappingProxyType(
         "none": (),
         "compile_only": ("compile",),
         "lower_compile": ("lower", "compile"),
-        "all": ("trace", "lower", "compile"),
+        "all": LEVELS,
     }
 )
 JAX_PERSISTENT = "jax_persistent"

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..cache.store import LEVELS
+from ..viz.plots import level_colour
 from .levels import ALL_SETTINGS
 from .results import Results, Table
 
 __all__ = ["levels", "serving", "speedup"]
 
-LEVELS = ("trace", "lower", "compile")
-COLOURS = {"trace": "#8e24aa", "lower": "#1e88e5", "compile": "#fb8c00", "execute": "#9e9e9e"}
+EXECUTE_COLOUR = "#9e9e9e"
 SETTING_COLOURS = {
     "none": "#c62828",
     "compile_only": "#fb8c00",
@@ -54,21 +55,32 @@ def _order(values: Sequence[Any], known: Sequence[Any]) -> list[Any]:
 
 def _change_rows(table: Table) -> Table:
     """Runs of single-call scenarios (serving traces have their own plot)."""
-    rows = [r for r in table.rows if isinstance(r.get("trace_seconds"), int | float)]
+    rows = [
+        r
+        for r in table.rows
+        if any(isinstance(r.get(f"{lvl}_seconds"), int | float) for lvl in LEVELS)
+    ]
     if not rows:
         raise ValueError("the results hold no single-call scenarios (only serving traces?)")
     return Table(rows, table.columns)
 
 
+def _levels_of(table: Table) -> list[str]:
+    """The store's levels these results have columns for, in pipeline order."""
+    return [lvl for lvl in LEVELS if f"{lvl}_seconds" in table.columns]
+
+
 def levels(results: Results | Table, *, models: Sequence[str] | None = None) -> Any:
     """Per scenario and cache-level setting: median seconds of each level, stacked.
 
-    Bars are grouped by scenario, one per setting; the stack shows trace,
-    lower and compile seconds and the rest of the first call (execution), and
-    the letters above give the statuses (M miss, D disk, B bypassed).
+    Bars are grouped by scenario, one per setting; the stack shows the seconds
+    of each cache level the results have (trace, lower, compile, ...) and the
+    rest of the first call (execution), and the letters above give the
+    statuses (M miss, D disk, B bypassed).
     """
     plt = _pyplot()
     table = _change_rows(_table(results))
+    drawn = _levels_of(table)
     model_names = list(models) if models else table.unique("model")
     scenarios = table.unique("scenario")
     settings = _order(table.unique("cache_levels"), ALL_SETTINGS)
@@ -88,7 +100,7 @@ def levels(results: Results | Table, *, models: Sequence[str] | None = None) -> 
                     continue
                 x = i + (j - (len(settings) - 1) / 2) * width
                 bottom = 0.0
-                parts = [(lvl, cell.median(f"{lvl}_seconds", [])) for lvl in LEVELS]
+                parts = [(lvl, cell.median(f"{lvl}_seconds", [])) for lvl in drawn]
                 total = cell.median("total_seconds", []).get((), 0.0)
                 for lvl, med in parts:
                     value = med.get((), 0.0)
@@ -97,7 +109,7 @@ def levels(results: Results | Table, *, models: Sequence[str] | None = None) -> 
                         value,
                         width,
                         bottom=bottom,
-                        color=COLOURS[lvl],
+                        color=level_colour(lvl),
                         edgecolor=SETTING_COLOURS.get(setting, "black"),
                         linewidth=1.2,
                     )
@@ -107,11 +119,13 @@ def levels(results: Results | Table, *, models: Sequence[str] | None = None) -> 
                     max(total - bottom, 0.0),
                     width,
                     bottom=bottom,
-                    color=COLOURS["execute"],
+                    color=EXECUTE_COLOUR,
                     edgecolor=SETTING_COLOURS.get(setting, "black"),
                     linewidth=1.2,
                 )
-                letters = "".join(_LETTER.get(str(cell[0][f"{lvl}_status"]), "?") for lvl in LEVELS)
+                letters = "".join(
+                    _LETTER.get(str(cell[0].get(f"{lvl}_status")), "?") for lvl in drawn
+                )
                 ax.text(
                     x,
                     max(total, bottom),
@@ -125,8 +139,9 @@ def levels(results: Results | Table, *, models: Sequence[str] | None = None) -> 
         ax.set_ylabel("seconds (median)")
         ax.set_title(f"{model}: first call in a fresh process", fontsize=10)
         ax.margins(y=0.35)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[k]) for k in (*LEVELS, "execute")]
-    axes[0, 0].legend(handles, [*LEVELS, "execution + other"], loc="upper left", fontsize=8)
+    colours = [*map(level_colour, drawn), EXECUTE_COLOUR]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours]
+    axes[0, 0].legend(handles, [*drawn, "execution + other"], loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
 

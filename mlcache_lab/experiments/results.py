@@ -16,6 +16,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cache.store import LEVELS
+
 __all__ = ["Results", "Table", "load"]
 
 
@@ -148,19 +150,19 @@ class Results:
             if c in self.table.columns
         ]
         medians = self.table.median("total_seconds", keys)
+        levels = [lvl for lvl in LEVELS if f"{lvl}_status" in self.table.columns]
         rows = []
         for group, value in medians.items():
             match = self.table.where(**dict(zip(keys, group, strict=True)))
-            statuses = (
-                match.unique("trace_status"),
-                match.unique("lower_status"),
-                match.unique("compile_status"),
-            )
+            statuses = [match.unique(f"{lvl}_status") for lvl in levels]
             rows.append(
                 {
                     **dict(zip(keys, group, strict=True)),
                     "runs": len(match),
-                    "statuses": "/".join("|".join(map(str, s)) for s in statuses),
+                    # A level some rows lack (jax.jit's rows have three) shows as "-" there.
+                    "statuses": "/".join(
+                        "|".join("-" if v is None else str(v) for v in s) for s in statuses
+                    ),
                     "median_total_seconds": round(value, 5),
                     "all_as_expected": all(v is not False for v in match.column("as_expected"))
                     if "as_expected" in match.columns
@@ -198,7 +200,7 @@ _TEXT_COLUMNS = frozenset(
         "started",
         "expected",
     }
-    | {f"{lvl}_{f}" for lvl in ("trace", "lower", "compile") for f in ("status", "reason")}
+    | {f"{lvl}_{f}" for lvl in LEVELS for f in ("status", "reason")}
 )
 
 

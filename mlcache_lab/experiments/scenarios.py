@@ -4,7 +4,7 @@ A :class:`Scenario` prepares the store and the code (``setup``: calls made
 first, each in its own fresh process, on the cell's empty store) and names the
 call that is measured next, in another fresh process (``measured``). The
 code-edit scenarios edit the model's module on disk between the two (see
-:data:`~mlcache_lab.stages.changes.BODIES`).
+:data:`~mlcache_lab.experiments.calls.BODIES`).
 
 Each change scenario also says which stored artifacts stay valid after the
 change, by chain key (the full config is unchanged up to that level) and by
@@ -27,8 +27,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from ..stages.changes import CHANGES, Change
+from ..cache.store import LEVELS
 from .calls import Call
+from .changes import CHANGES, Change
 from .levels import CACHE_LEVELS, JAX_PERSISTENT
 
 __all__ = [
@@ -41,7 +42,9 @@ __all__ = [
     "register_scenario",
 ]
 
-LEVELS = ("trace", "lower", "compile")
+# The levels a cached_jit call goes through, in order: those the behaviour table names (the
+# store may hold more, e.g. the partitioned path's, which such a call never consults).
+CALL_LEVELS = tuple(lvl for lvl in LEVELS if lvl in CHANGES[0].expected)
 
 
 class Scenario:
@@ -103,7 +106,7 @@ class ChangeScenario(Scenario):
 
     Args:
       name, description: as in :class:`Scenario`.
-      change: a row of :data:`~mlcache_lab.stages.changes.CHANGES` (``None``: no change).
+      change: a row of :data:`~mlcache_lab.experiments.changes.CHANGES` (``None``: no change).
       validity: what stays valid after the change (``None``: a cold store).
       jax_supported: whether ``jax.jit`` can run the changed call (``jax_persistent``).
     """
@@ -143,17 +146,17 @@ class ChangeScenario(Scenario):
         on = CACHE_LEVELS[setting]
         valid = self._validity or _validity()
         chained = 0
-        while chained < len(LEVELS) and LEVELS[chained] in on:
+        while chained < len(CALL_LEVELS) and CALL_LEVELS[chained] in on:
             chained += 1
-        statuses = dict.fromkeys(LEVELS, "miss")
+        statuses = dict.fromkeys(CALL_LEVELS, "miss")
         first = 0
         for i in reversed(range(chained)):
-            if LEVELS[i] in valid.chain:
-                statuses.update(dict.fromkeys(LEVELS[:i], "bypassed"))
-                statuses[LEVELS[i]] = "disk"
+            if CALL_LEVELS[i] in valid.chain:
+                statuses.update(dict.fromkeys(CALL_LEVELS[:i], "bypassed"))
+                statuses[CALL_LEVELS[i]] = "disk"
                 first = i + 1
                 break
-        for level in LEVELS[first:]:
+        for level in CALL_LEVELS[first:]:
             if level in on and level in valid.content:
                 statuses[level] = "disk"
         return statuses

@@ -2,13 +2,13 @@
 
 Each ablation study is a :class:`~mlcache_lab.experiments.grid.Grid` plus the
 plots drawn from its results; ``quick`` shrinks it (tiny models, one repeat)
-for tests and smoke runs. ``warm_start`` and ``serving_trace`` run the
-benchmark modules of :mod:`mlcache_lab.bench` and plot their CSVs.
+for tests and smoke runs. ``warm_start`` and ``serving_trace`` call the
+measuring functions of :mod:`mlcache_lab.bench` (the same ones their command
+lines call) and plot the rows they return.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import statistics
@@ -173,64 +173,68 @@ def run_ablation(
     return written
 
 
-def run_benchmark(name: str, out: Path, *, quick: bool, repeats: int | None) -> list[Path]:
-    """Run ``warm_start`` or ``serving_trace`` from :mod:`mlcache_lab.bench`; CSV + PNG."""
+def run_benchmark(
+    name: str, out: Path, *, quick: bool, repeats: int | None, command: str = ""
+) -> list[Path]:
+    """Measure ``warm_start`` or ``serving_trace`` (:mod:`mlcache_lab.bench`); CSVs + PNG.
+
+    The study calls the very functions the benchmark's command line calls
+    (``run_benchmark``, ``run``) and draws the rows they return.
+    """
     import matplotlib.pyplot as plt
 
     csv_path = out / f"{name}.csv"
-    argv = ["--out", str(csv_path)]
     if name == "warm_start":
         from ..bench import warm_start
 
-        argv += [
-            "--layers",
-            "2" if quick else "48",
-            "--repeats",
-            str(repeats or (2 if quick else 7)),
-        ]
-        warm_start.main(argv)
-        rows = _read(csv_path)
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        variants = list(dict.fromkeys(r["variant"] for r in rows))
-        for k, key in enumerate(("ready", "first_result")):
-            med = [
-                statistics.median(float(r[key]) for r in rows if r["variant"] == v)
-                for v in variants
-            ]
-            ax.bar([i + (k - 0.5) * 0.4 for i in range(len(variants))], med, 0.4, label=key)
-        ax.set_xticks(range(len(variants)), variants)
-        ax.set_ylabel("seconds in a fresh process (median)")
-        ax.set_title("warm start: executable ready / first result")
-        ax.legend()
+        rows = warm_start.run_benchmark(
+            layers=2 if quick else 48, repeats=repeats or (2 if quick else 7), out=csv_path
+        )
+        written = [csv_path]
+        fig = _warm_start_figure(rows)
     else:
         from ..bench import serving_trace
 
-        if quick:
-            argv.append("--quick")
-        serving_trace.main(argv)
-        rows = _read(csv_path)
-        fig, ax = plt.subplots(figsize=(8, 3.5))
-        names = [r["variant"] for r in rows]
-        ax.bar(names, [float(r["seconds"]) for r in rows], color="#1e88e5")
-        for i, r in enumerate(rows):
-            ax.text(
-                i,
-                float(r["seconds"]),
-                f"{r['compilations']} compiles",
-                ha="center",
-                va="bottom",
-                fontsize=7,
-            )
-        ax.set_ylabel("seconds to serve the trace")
-        ax.set_title("serving trace: every variant from a cold start")
-        plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
+        knobs = serving_trace.settings(quick)
+        if repeats is not None:
+            knobs["steady_repeats"] = repeats
+        rows, steady = serving_trace.run(**knobs, policies=serving_trace.DEFAULT_POLICIES)
+        made_by = command or f"mlcache-lab bench {name}" + (" --quick" if quick else "")
+        written = serving_trace.write_results(csv_path, rows, steady, made_by)
+        fig = _serving_figure(rows)
     fig.tight_layout()
     png = csv_path.with_suffix(".png")
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    return [p for p in sorted(out.glob(f"{name.split('_')[0]}*")) if p.is_file()]
+    return [*written, png]
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(line for line in fh if not line.startswith("#")))
+def _warm_start_figure(rows: list[dict[str, Any]]) -> Any:
+    """Median seconds until the executable is ready and until the first result, per variant."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    for k, key in enumerate(("ready", "first_result")):
+        med = [statistics.median(r[key] for r in rows if r["variant"] == v) for v in variants]
+        ax.bar([i + (k - 0.5) * 0.4 for i in range(len(variants))], med, 0.4, label=key)
+    ax.set_xticks(range(len(variants)), variants)
+    ax.set_ylabel("seconds in a fresh process (median)")
+    ax.set_title("warm start: executable ready / first result")
+    ax.legend()
+    return fig
+
+
+def _serving_figure(rows: list[dict[str, Any]]) -> Any:
+    """Seconds to serve the trace per variant, with its compilations written on each bar."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.bar([r["variant"] for r in rows], [r["seconds"] for r in rows], color="#1e88e5")
+    for i, r in enumerate(rows):
+        text = f"{r['compilations']} compiles"
+        ax.text(i, r["seconds"], text, ha="center", va="bottom", fontsize=7)
+    ax.set_ylabel("seconds to serve the trace")
+    ax.set_title("serving trace: every variant from a cold start")
+    plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
+    return fig

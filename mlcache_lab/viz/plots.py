@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..cache.store import LEVELS
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -24,12 +26,12 @@ __all__ = [
     "MODE_COLOURS",
     "STATUS_COLOURS",
     "compilations",
+    "level_colour",
     "levels",
     "status_text",
     "timeline",
 ]
 
-LEVELS = ("trace", "lower", "compile")
 # The same colours as the cluster graph: batched green, invariant grey, mixing orange.
 MODE_COLOURS = {
     "split": "#6aa84f",
@@ -39,6 +41,8 @@ MODE_COLOURS = {
 }
 STATUS_COLOURS = {"memory": "#2e7d32", "disk": "#1565c0", "miss": "#c62828", "bypassed": "#757575"}
 LEVEL_COLOURS = {"trace": "#8e24aa", "lower": "#1e88e5", "compile": "#fb8c00"}
+# A level without a colour of its own (the store grows levels) takes one of these, by position.
+_SPARE_COLOURS = ("#00897b", "#6d4c41", "#d81b60", "#fdd835", "#3949ab", "#7cb342")
 _STATUS_SHORT = {"memory": "mem", "disk": "disk", "miss": "miss", "bypassed": "–"}
 
 NOT_A_TIMELINE = (
@@ -47,7 +51,8 @@ NOT_A_TIMELINE = (
 )
 NOT_LEVEL_ROWS = (
     "levels() draws StageReport objects or dicts with '<level>_seconds' and '<level>_status' "
-    "keys for the levels {levels} (what StageReport.as_dict() gives). Row {index} is {got}. "
+    "keys for some of the levels {levels} (what StageReport.as_dict() gives). "
+    "Row {index} is {got}. "
     "Fix: pass [f.last_report, ...] or [r.as_dict() for r in reports]."
 )
 NOT_COMPILATION_RESULTS = (
@@ -64,6 +69,15 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
 
     _, new = plt.subplots(figsize=figsize, layout="constrained")
     return new
+
+
+def level_colour(level: str) -> str:
+    """The colour that draws ``level`` in every plot (a spare one for a level without its own)."""
+    if level in LEVEL_COLOURS:
+        return LEVEL_COLOURS[level]
+    spare = [lvl for lvl in LEVELS if lvl not in LEVEL_COLOURS]
+    index = spare.index(level) if level in spare else len(spare)
+    return _SPARE_COLOURS[index % len(_SPARE_COLOURS)]
 
 
 def status_text(statuses: Mapping[str, str]) -> str:
@@ -165,12 +179,13 @@ def timeline(timeline: Any, ax: Axes | None = None, *, title: str | None = None)
     ax.set_xlabel("milliseconds since the run began")
     handles = [Patch(facecolor=MODE_COLOURS.get(m, "#cccccc"), label=m) for m in modes_seen]
     if tl.compilations:
+        named = [lvl for lvl in LEVELS if any(lvl in c.statuses for c in tl.compilations)]
         handles.append(
             Patch(
                 fill=False,
                 hatch="///",
                 edgecolor="black",
-                label="compilation (trace/lower/compile)",
+                label=f"compilation ({'/'.join(named)})",
             )
         )
     if handles:
@@ -188,18 +203,25 @@ def timeline(timeline: Any, ax: Axes | None = None, *, title: str | None = None)
 
 
 # ------------------------------------------------------------------ levels
-def _level_row(index: int, row: Any) -> tuple[str | None, dict[str, float], dict[str, str]]:
+def _as_level_row(index: int, row: Any) -> Mapping[str, Any]:
     if hasattr(row, "as_dict") and callable(row.as_dict):
         row = row.as_dict()
-    if not isinstance(row, Mapping) or any(f"{lvl}_seconds" not in row for lvl in LEVELS):
+    if not isinstance(row, Mapping) or not any(f"{lvl}_seconds" in row for lvl in LEVELS):
         keys = sorted(row) if isinstance(row, Mapping) else None
         got = f"a dict with keys {keys}" if keys is not None else _describe(row)
         raise ValueError(NOT_LEVEL_ROWS.format(levels=LEVELS, index=index, got=got))
+    return row
+
+
+def _level_row(
+    row: Mapping[str, Any], drawn: Sequence[str]
+) -> tuple[str | None, dict[str, float], dict[str, str]]:
     label = next(
         (str(row[k]) for k in ("label", "change", "scenario", "function") if k in row), None
     )
-    seconds = {lvl: float(row[f"{lvl}_seconds"]) for lvl in LEVELS}
-    statuses = {lvl: str(row.get(f"{lvl}_status", "")) for lvl in LEVELS}
+    # A level a row does not have (a jax.jit row next to ours) or did not time draws as 0 s.
+    seconds = {lvl: float(row.get(f"{lvl}_seconds") or 0.0) for lvl in drawn}
+    statuses = {lvl: str(row.get(f"{lvl}_status", "")) for lvl in drawn}
     return label, seconds, statuses
 
 
@@ -233,7 +255,10 @@ def levels(
         labels = list(labels) if labels is not None else [str(k) for k in rows]
     else:
         items = [rows] if isinstance(rows, Mapping) else list(rows)
-    parsed = [_level_row(i, r) for i, r in enumerate(items)]
+    checked = [_as_level_row(i, r) for i, r in enumerate(items)]
+    # Every level of the store that some row has, in pipeline order.
+    drawn = [lvl for lvl in LEVELS if any(f"{lvl}_seconds" in r for r in checked)]
+    parsed = [_level_row(r, drawn) for r in checked]
     if labels is None:
         names = [p[0] if p[0] is not None else str(i) for i, p in enumerate(parsed)]
     else:
@@ -248,9 +273,9 @@ def levels(
     ax = _axes(ax, (max(4.0, 1.1 * len(parsed) + 2), 4.0))
     x = list(range(len(parsed)))
     bottom = [0.0] * len(parsed)
-    for lvl in LEVELS:
+    for lvl in drawn:
         values = [p[1][lvl] for p in parsed]
-        bars = ax.bar(x, values, bottom=bottom, label=lvl, color=LEVEL_COLOURS[lvl], width=0.7)
+        bars = ax.bar(x, values, bottom=bottom, label=lvl, color=level_colour(lvl), width=0.7)
         for bar in bars:
             bar.set_gid(f"level:{lvl}")
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
@@ -267,7 +292,7 @@ def levels(
     ax.set_ylabel("seconds per level")
     ax.margins(y=0.15)
     ax.legend(fontsize=8, title="level", title_fontsize=8)
-    ax.set_xlabel("on top: the status of trace/lower/compile", fontsize=8)
+    ax.set_xlabel(f"on top: the status of {'/'.join(drawn)}", fontsize=8)
     if title is not None:
         ax.set_title(title, fontsize=9)
     return ax

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mlcache_lab import experiments as ex
-from mlcache_lab.stages.changes import CHANGES
+from mlcache_lab.experiments import CHANGES
 
-LEVELS = ("trace", "lower", "compile")
 RENAMED = {"nothing": "warm_process", "donate_argnums": "lowering_option"}
 
 

@@ -10,11 +10,12 @@ import pytest
 from mlcache_lab import experiments as ex
 from mlcache_lab.experiments.machine import Concurrency, cpus
 
-LEVELS = ("trace", "lower", "compile")
+# The stages jax.jit has too: what compile_only and JAX's own cache are compared on.
+JIT_STAGES = ("trace", "lower", "compile")
 
 
 def statuses(row):
-    return tuple(row[f"{lvl}_status"] for lvl in LEVELS)
+    return tuple(row[f"{lvl}_status"] for lvl in JIT_STAGES)
 
 
 @pytest.mark.slow
