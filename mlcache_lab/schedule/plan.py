@@ -11,6 +11,10 @@ timeline.
 Every segment is compiled through ``cached_jit`` and the graph's store, per
 device where the policy uses several; the executables are kept per graph, so
 a plan for a new batch size reuses what earlier plans compiled.
+``plan.reference(*args)`` is the same execution in reference mode: each
+segment's program evaluated uncompiled (:mod:`.reference`), the oracle the
+tests check ``plan.run`` and the partition against; ``schedule(...,
+fuse=False)`` gives every cluster a segment of its own.
 """
 
 from __future__ import annotations

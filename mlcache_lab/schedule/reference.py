@@ -91,8 +91,8 @@ def _concrete_jaxpr(jaxpr: Jaxpr, batch_size: int) -> Jaxpr:
     for e in jaxpr.eqns:
         if e.primitive.name == "dim_as_value":  # JAX has no eager rule for it: use its value
             (out,) = e.outvars
-            value = np.asarray(_size(e.params["dim"], batch_size), out.aval.dtype)
-            new[out] = Literal(value, out.aval)
+            aval: Any = out.aval
+            new[out] = Literal(np.asarray(_size(e.params["dim"], batch_size), aval.dtype), aval)
             continue
         params = {k: _concrete_param(p, batch_size) for k, p in e.params.items()}
         eqns.append(
