@@ -413,11 +413,17 @@ def _on_host() -> bool:
     return jax.default_backend() == "cpu"
 
 
+def _is_key(x: Any) -> bool:
+    """A typed PRNG key array: NumPy cannot hold one, so its glue stays in JAX."""
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
 def _take(x: Any, axis: int | None, chunk: Chunk) -> Any:
     """Rows ``chunk`` of ``x`` along ``axis``, padded with copies of the last one."""
     if axis is None:
         return x
-    xp: Any = np if _on_host() else jnp
+    xp: Any = np if _on_host() and not _is_key(x) else jnp
     arr = np.asarray(x) if xp is np else x
     index = [slice(None)] * arr.ndim
     index[axis] = slice(chunk.start, chunk.start + chunk.size)
@@ -443,7 +449,7 @@ def _assemble(parts: Sequence[Any], axis: int | None, chunks: Sequence[Chunk], h
         parts = [jax.device_put(p, home) for p in parts]
     if len(parts) == 1 and chunks[0].padding == 0:
         return parts[0]
-    host = _on_host()
+    host = _on_host() and not _is_key(parts[0])
     pieces = []
     for p, c in zip(parts, chunks, strict=True):
         arr = np.asarray(p) if host else p

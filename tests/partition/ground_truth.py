@@ -27,7 +27,8 @@ def assert_tree_close(a: Any, b: Any) -> None:
     """Same structure; exact for integers and bools, allclose for floats."""
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        if jnp.issubdtype(np.asarray(x).dtype, jax.dtypes.prng_key):
+        dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype  # keys refuse asarray
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key):
             x, y = jax.random.key_data(x), jax.random.key_data(y)
         _close(x, y)
 

@@ -116,3 +116,16 @@ def test_a_program_with_b_and_no_batched_argument_is_a_bug_reported_as_such(grap
     blind = ReferenceFunction(segment.program, [None] * len(segment.batch_axes))
     with pytest.raises(RuntimeError, match=_pattern(NO_BATCH_SIZE)):
         blind(W, _x(4))
+
+
+def test_per_sample_prng_keys_split_into_padded_chunks() -> None:
+    """Typed keys cannot go through NumPy: the executor slices and pads them in JAX."""
+
+    def noise(keys):  # type: ignore[no-untyped-def]
+        return jax.vmap(lambda k: jax.random.normal(k, (3,)))(keys)
+
+    keys = jax.random.split(jax.random.key(0), 7)
+    g = mcl.partition(noise, keys[:4])
+    plan = schedule(g, 7, "chunk", 4, store=mcl.CacheStore(None))  # 4 + 3, padded by 1
+    assert_close(plan.run(keys), noise(keys))
+    assert_close(plan.reference(keys), noise(keys))
