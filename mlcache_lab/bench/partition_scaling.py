@@ -12,8 +12,8 @@ three kinds of clusters and many cluster boundaries appear. Timed separately:
   traced with the symbolic batch dimension ``B`` as :func:`partition` does;
 * ``clustering``: growing clusters and building their runnable jaxprs;
 * ``partition``: the whole :func:`partition` call including tracing with
-  ``jax.make_jaxpr`` and inlining, for reference (clusters are exported
-  lazily, when first run, so no lowering is timed).
+  ``jax.make_jaxpr`` and inlining, for reference (a partition lowers
+  nothing: the schedule lowers its segments, so no lowering is timed).
 """
 
 from __future__ import annotations

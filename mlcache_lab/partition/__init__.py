@@ -8,10 +8,14 @@ invariant work, or work that mixes samples), with dependencies and an
 execution queue.
 
 The function is traced with a symbolic batch dimension ``B`` when it allows it
-(``ClusterGraph.symbolic``): the graph and every cluster (``Cluster.exported``,
-``Cluster.run``) then hold for every batch size. Otherwise it is traced at the
-example batch size, ``ClusterGraph.symbolic_reason`` says why, and
-``ClusterGraph.at_batch_size(n)`` re-partitions it at another size.
+(``ClusterGraph.symbolic``): the graph and every cluster's jaxpr then hold for
+every batch size. Otherwise it is traced at the example batch size,
+``ClusterGraph.symbolic_reason`` says why, and ``ClusterGraph.at_batch_size(n)``
+re-partitions it at another size.
+
+A graph is data. It runs through the one executor, :mod:`mlcache_lab.schedule`:
+``g.schedule(...)`` makes a plan, and ``g.run(*args)`` is the plan's reference
+mode with every cluster on its own, in queue order.
 """
 
 from .analysis import JaxprAnalysis as JaxprAnalysis
@@ -22,8 +26,6 @@ from .cluster import Cluster as Cluster
 from .display import DisplayWarning as DisplayWarning
 from .graph import ClusterGraph as ClusterGraph
 from .inline import inline_calls as inline_calls
-from .run import run_clusters as run_clusters
-from .run import split_run as split_run
 
 __all__ = [
     "Cluster",
@@ -34,6 +36,4 @@ __all__ = [
     "analyze",
     "inline_calls",
     "partition",
-    "run_clusters",
-    "split_run",
 ]

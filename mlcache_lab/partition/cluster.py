@@ -1,12 +1,11 @@
-"""Clusters: runnable jaxprs over groups of equations, with their batch axes.
+"""Clusters: groups of equations of a graph's jaxpr, with their batch axes (data only).
 
 In a *symbolic* graph (the default, see :func:`~mlcache_lab.partition.partition`)
 every batched dimension is the symbolic ``B``, so a cluster's jaxpr holds for
-every batch size: :attr:`Cluster.exported` is its shape-polymorphic
-``jax.export`` and :meth:`Cluster.run` calls it at the inputs' sizes. In a
-*concrete* graph (the fallback for functions that are not polymorphic in the
-batch) a cluster runs at the analysed batch size only; other sizes come from
-:meth:`ClusterGraph.at_batch_size`.
+every batch size. In a *concrete* graph (the fallback for functions that are
+not polymorphic in the batch) it holds at the analysed batch size only; other
+sizes come from :meth:`ClusterGraph.at_batch_size`. Clusters are run by the one
+executor, :mod:`mlcache_lab.schedule` (``g.run`` is its reference mode).
 """
 
 from __future__ import annotations
@@ -15,38 +14,14 @@ import collections
 import dataclasses
 import functools
 from collections.abc import Sequence
-from typing import Any
 
-import jax
-import numpy as np
-from jax import export as jax_export
-from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, Literal, Var, jaxpr_as_fun
+from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, Literal, Var
 
-from ..jax_internals import symbolic_scope
 from .analysis import Axis, JaxprAnalysis, Label
 from .clustering import ClusterPlan
-from .dims import BATCH_DIM, batch_dim, is_batch_dim, is_symbolic, jaxpr_mentions_batch
+from .dims import is_batch_dim, is_symbolic, jaxpr_mentions_batch
 
-__all__ = ["BATCH_DIM", "Cluster", "build_clusters"]
-
-NOT_BATCHED = (
-    "Cluster {id} is {kind} ({category}): it runs on the whole batch only, so it has no jaxpr "
-    "for batch_size={size}. Run it with its analysed inputs, or split only batched clusters."
-)
-NO_BATCH_SIZE = (
-    "Cluster {id} needs the batch size, and none of its inputs carries it (its program makes "
-    "values of the batch's size from no batched input). Fix: pass it, e.g. "
-    "cluster.run(*inputs, batch_size=8)."
-)
-BATCH_SIZE_MISMATCH = (
-    "Cluster {id} got inputs of batch size {got} and batch_size={given}. Fix: pass inputs of "
-    "batch size {given}, or leave batch_size out to use the inputs' size."
-)
-CONCRETE_ONLY = (
-    "Cluster {id} belongs to a concretely traced graph (the function is not polymorphic in "
-    "the batch size), so it runs at batch size {size} only. Got batch size {got}. Fix: take "
-    "the cluster from graph.at_batch_size({got}), which re-partitions the function at that size."
-)
+__all__ = ["Cluster", "build_clusters"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -94,7 +69,6 @@ class Cluster:
     batch_size: int
     symbolic: bool
     _labels: tuple[Label, ...] = dataclasses.field(repr=False)
-    _batch: Any = dataclasses.field(repr=False, default=None)  # the symbolic B of the graph
 
     def __len__(self) -> int:
         return len(self.equations)
@@ -105,135 +79,21 @@ class Cluster:
 
     @functools.cached_property
     def needs_batch_size(self) -> bool:
-        """Whether :meth:`run` must be told the batch size (``batch_size=``).
+        """Whether the cluster's program depends on ``B`` while no input carries it.
 
         True for a cluster of a symbolic graph whose program depends on ``B``
         (a shape, or a parameter such as ``dim_as_value``) while no input has a
         dimension that is exactly ``B``: e.g. an invariant cluster making
-        ``iota(B)`` or a ``[B, d]`` zeros, or the ``1/B`` of a mean. Its
-        :attr:`exported` takes a leading ``int8[B]`` "batch carrier" argument.
+        ``iota(B)`` or a ``[B, d]`` zeros, or the ``1/B`` of a mean. The
+        schedule runs such work with a leading ``int8[B]`` "batch carrier"
+        argument that only lends its size (``Segment.carrier``), or passes
+        ``B`` in as a value.
         """
-        if not self.symbolic or any(p is not None for p in self._batch_positions):
+        if not self.symbolic:
+            return False
+        if any(is_batch_dim(d) for v in self.jaxpr.jaxpr.invars for d in v.aval.shape):
             return False
         return jaxpr_mentions_batch(self.jaxpr.jaxpr)
-
-    @functools.cached_property
-    def exported(self) -> jax_export.Exported:
-        """The cluster as a ``jax.export.Exported``, shape-polymorphic in ``B``.
-
-        Its arguments are :attr:`inputs` (with ``B`` where the batch is), preceded
-        by an ``int8[B]`` batch carrier, that only lends its size, when
-        :attr:`needs_batch_size`. For a concrete graph the export has the
-        analysed shapes.
-        """
-        fn = jaxpr_as_fun(self.jaxpr)
-        specs = [
-            jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype, weak_type=v.aval.weak_type)
-            for v in self.jaxpr.jaxpr.invars
-        ]
-        if self.needs_batch_size:
-            specs.insert(0, jax.ShapeDtypeStruct((self._batch,), np.int8))
-            inner = fn
-
-            def fn(carrier: Any, *xs: Any) -> Any:
-                del carrier  # only its size matters: it defines B
-                return inner(*xs)
-
-        return jax_export.export(jax.jit(fn))(*specs)
-
-    @functools.cached_property
-    def _batch_positions(self) -> tuple[Axis, ...]:
-        """Per input, an axis whose size is the batch size (``None``: none is)."""
-        if not self.symbolic:
-            return self.in_batch_axes
-        return tuple(
-            next((i for i, d in enumerate(v.aval.shape) if is_batch_dim(d)), None)
-            for v in self.jaxpr.jaxpr.invars
-        )
-
-    def batch_size_of(self, inputs: Sequence[Any], default: int | None = None) -> int:
-        """The batch size the inputs carry; ``default`` when none carries it.
-
-        Raises:
-          ValueError: no input carries it and ``default`` is ``None``, or the
-            inputs disagree.
-        """
-        sizes = {
-            int(np.shape(x)[a])
-            for x, a in zip(inputs, self._batch_positions, strict=True)
-            if a is not None
-        }
-        if len(sizes) > 1:
-            raise ValueError(
-                f"Cluster {self.id} got inputs of different batch sizes {sorted(sizes)}. Fix: "
-                "slice every batched input to the same samples."
-            )
-        if sizes:
-            return sizes.pop()
-        if default is None:
-            raise ValueError(NO_BATCH_SIZE.format(id=self.id))
-        return default
-
-    def specialize(self, batch_size: int) -> ClosedJaxpr:
-        """This batched cluster's jaxpr for ``batch_size`` samples (shapes concrete).
-
-        For a symbolic graph it calls :attr:`exported`; for a concrete graph it is
-        :attr:`jaxpr` itself, at the analysed batch size only.
-
-        Raises:
-          ValueError: the cluster is not batched, or is concrete and
-            ``batch_size`` is not the analysed one.
-        """
-        if self.kind != "batched":
-            raise ValueError(
-                NOT_BATCHED.format(
-                    id=self.id, kind=self.kind, category=self.category, size=batch_size
-                )
-            )
-        if not self.symbolic:
-            if batch_size != self.batch_size:
-                raise ValueError(
-                    CONCRETE_ONLY.format(id=self.id, size=self.batch_size, got=batch_size)
-                )
-            return self.jaxpr
-        specs = [
-            jax.ShapeDtypeStruct(
-                tuple(batch_size if is_batch_dim(d) else d for d in v.aval.shape),
-                v.aval.dtype,
-                weak_type=v.aval.weak_type,
-            )
-            for v in self.jaxpr.jaxpr.invars
-        ]  # a batched cluster has B on batch axes only (see analysis)
-        return jax.make_jaxpr(self._call)(*specs)
-
-    @functools.cached_property
-    def _call(self) -> Any:
-        if self.symbolic:
-            return jax.jit(self.exported.call)
-        return jax.jit(jaxpr_as_fun(self.jaxpr))
-
-    def run(self, *inputs: Any, batch_size: int | None = None) -> list[Any]:
-        """Evaluate the cluster on the values of :attr:`inputs`.
-
-        A cluster of a symbolic graph runs at any batch size, read from the
-        inputs; ``batch_size`` is required only when :attr:`needs_batch_size`
-        (otherwise it must agree with the inputs). A cluster of a concrete
-        graph runs at :attr:`batch_size` only. Compiled once per shape.
-
-        Raises:
-          ValueError: the batch size is missing, disagrees with the inputs, or
-            (concrete graph) is not the analysed one.
-        """
-        if self.needs_batch_size:
-            if batch_size is None:
-                raise ValueError(NO_BATCH_SIZE.format(id=self.id))
-            return list(self._call(np.zeros((batch_size,), np.int8), *inputs))
-        n = self.batch_size_of(inputs, default=batch_size or self.batch_size)
-        if batch_size is not None and n != batch_size:
-            raise ValueError(BATCH_SIZE_MISMATCH.format(id=self.id, got=n, given=batch_size))
-        if not self.symbolic and n != self.batch_size:
-            raise ValueError(CONCRETE_ONLY.format(id=self.id, size=self.batch_size, got=n))
-        return list(self._call(*inputs))
 
 
 def build_clusters(
@@ -244,8 +104,7 @@ def build_clusters(
     The clusters are symbolic when ``closed``'s inputs have the symbolic ``B``.
     """
     jaxpr = closed.jaxpr
-    dim = next((d for v in jaxpr.invars for d in v.aval.shape if is_symbolic(d)), None)
-    batch = None if dim is None else batch_dim(symbolic_scope(dim))
+    symbolic = any(is_symbolic(d) for v in jaxpr.invars for d in v.aval.shape)
     eqns = jaxpr.eqns
     owner: dict[Var, int] = {}
     for i, eqn in enumerate(eqns):
@@ -291,9 +150,8 @@ def build_clusters(
                 tuple(axes[v] for v in inputs),
                 tuple(axes[v] for v in outputs),
                 batch_size,
-                batch is not None,
+                symbolic,
                 labels,
-                batch,
             )
         )
     return clusters

@@ -1,4 +1,4 @@
-"""``ClusterGraph``: the partition of a jaxpr, runnable in queue order and displayable."""
+"""``ClusterGraph``: the partition of a jaxpr (data: clusters, labels, queue), displayable."""
 
 from __future__ import annotations
 
@@ -166,12 +166,13 @@ class ClusterGraph:
         same ``min_cluster_size`` and ``growth``) and checks that the clustering is the same:
         same queue and dependencies, and per cluster the same kind, category,
         number of equations and batch axes of inputs and outputs. So cluster
-        ``c`` of both graphs is the same computation at two sizes, and a
-        scheduler (or :func:`~mlcache_lab.partition.split_run`) can run a chunk
-        of ``batch_size`` samples with ``g.at_batch_size(batch_size).clusters[c]``.
-        Results are kept per size. ``batch_size`` may be 1, but there a concrete
-        analysis cannot tell the batch from broadcasting, and the clustering
-        often differs: pad such a chunk instead (as :func:`split_run` does).
+        ``c`` of both graphs is the same computation at two sizes: a chunk of
+        ``batch_size`` samples can run with
+        ``g.at_batch_size(batch_size).clusters[c]``. The schedule's ``whole``
+        policy runs a concrete graph through it. Results are kept per size.
+        ``batch_size`` may be 1, but there a concrete analysis cannot tell the
+        batch from broadcasting, and the clustering often differs: pad such a
+        chunk to a larger size instead.
 
         Raises:
           ValueError: ``batch_size`` is not a positive int, ``fn`` was not kept,
@@ -232,24 +233,27 @@ class ClusterGraph:
         flat = [v.val if isinstance(v, Literal) else env[v] for v in self.jaxpr.jaxpr.outvars]
         return jax.tree.unflatten(self.out_tree, flat)
 
-    def evaluate(self, *args: Any) -> dict[Var, Any]:
-        """Run every cluster in queue order; the value of every cluster input/output."""
-        env = self.initial_values(*args)
-        n = self.batch_size_of(*args)
-        for cid in self.queue:
-            cluster = self.clusters[cid]
-            outs = cluster.run(*(env[v] for v in cluster.inputs), batch_size=n)
-            env.update(zip(cluster.outputs, outs, strict=True))
-        return env
-
     def run(self, *args: Any) -> Any:
-        """Run the clusters in queue order on ``args``; equals ``fn(*args)`` (allclose).
+        """Run the clusters one by one in queue order on ``args``; equals ``fn(*args)`` (allclose).
 
-        Each cluster runs once on the whole batch (any batch size), compiled from
-        its shape-polymorphic export. This is the reference a scheduler's plan is
-        checked against.
+        One of the contract's two thin calls into the one executor (with
+        :meth:`schedule`): it is
+        ``schedule(self, n, "whole", fuse=False).reference(*args)`` for the
+        ``n`` samples of ``args``, every cluster a segment of its own, run once
+        on the whole batch and evaluated uncompiled (see
+        :mod:`mlcache_lab.schedule.reference`). So it is the oracle a compiled
+        plan is checked against. A symbolic graph runs at any batch size, a
+        concrete one at :attr:`batch_size` only.
+
+        Raises:
+          ValueError: ``args`` are not shaped like the example arguments, or
+            (concrete graph) have another batch size.
         """
-        return self.outputs(self.evaluate(*args))
+        # Lazy: schedule sits above partition; this method is the contract's thin call into it.
+        from ..schedule import schedule
+
+        n = self.batch_size_of(*args)  # a concrete graph at another size: CONCRETE_GRAPH
+        return schedule(self, n, "whole", fuse=False).reference(*args)
 
     def cluster_of(self, equation: int) -> Cluster:
         """The cluster holding equation ``equation``."""
@@ -282,6 +286,7 @@ class ClusterGraph:
         See :func:`mlcache_lab.schedule.schedule` for the policies and
         ``options`` (``bucket_sizes``, ``devices``, ``store``).
         """
+        # Lazy: schedule sits above partition; this method is the contract's thin call into it.
         from ..schedule import schedule
 
         return schedule(self, batch_size, policy, micro_batch, **options)

@@ -11,6 +11,10 @@ timeline.
 Every segment is compiled through ``cached_jit`` and the graph's store, per
 device where the policy uses several; the executables are kept per graph, so
 a plan for a new batch size reuses what earlier plans compiled.
+``plan.reference(*args)`` is the same execution in reference mode: each
+segment's program evaluated uncompiled (:mod:`.reference`), the oracle the
+tests check ``plan.run`` and the partition against; ``schedule(...,
+fuse=False)`` gives every cluster a segment of its own.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import Var
 
 from ..cache.store import CacheStore
 from ..partition.graph import ClusterGraph
 from ..stages.cached_function import CachedFunction, cached_jit
 from .policies import Chunk, split_batch, validate
+from .reference import ReferenceFunction
 from .rounds import combine, size_values
 from .segments import Segment, build_segments
 from .timeline import Compilation, Execution, Timeline
@@ -42,6 +48,10 @@ NOT_SYMBOLIC = (
     "shape-polymorphic in the batch (read the batch size from x.shape, do not hardcode it), "
     "or use policy='whole', which traces it again at each batch size."
 )
+BAD_FUSE = (
+    "'fuse' must be True (fuse adjacent clusters that run alike into one segment) or False "
+    "(a segment per cluster). Got fuse={value!r}."
+)
 WRONG_BATCH = (
     "This plan is for batch_size={planned}, but the arguments have {got} samples. "
     "Fix: make a plan for it, g.schedule(batch_size={got}, ...), or use mcl.batched_jit."
@@ -53,16 +63,17 @@ class _Executor:
 
     def __init__(self, graph: ClusterGraph, store: CacheStore | None) -> None:
         self.graph, self.store = graph, store
-        self._segments: dict[str, list[Segment]] = {}
-        self._functions: dict[tuple[str, int, int | None], CachedFunction] = {}
+        self._segments: dict[tuple[str, bool], list[Segment]] = {}
+        # By the segment itself (kept in _segments): fused and unfused segments share indices.
+        self._functions: dict[tuple[Segment, int | None], CachedFunction] = {}
 
-    def segments(self, policy: str) -> list[Segment]:
-        if policy not in self._segments:
-            self._segments[policy] = build_segments(self.graph, policy)
-        return self._segments[policy]
+    def segments(self, policy: str, fuse: bool = True) -> list[Segment]:
+        if (policy, fuse) not in self._segments:
+            self._segments[policy, fuse] = build_segments(self.graph, policy, fuse)
+        return self._segments[policy, fuse]
 
     def function(self, policy: str, segment: Segment, device: Any) -> CachedFunction:
-        key = (policy, segment.index, None if device is None else device.id)
+        key = (segment, None if device is None else device.id)
         f = self._functions.get(key)
         if f is None:
             f = cached_jit(
@@ -75,6 +86,22 @@ class _Executor:
             )
             self._functions[key] = f
         return f
+
+
+class _ReferenceExecutor(_Executor):
+    """The reference mode: each segment's program evaluated uncompiled (see :mod:`.reference`).
+
+    Made afresh for every reference run: nothing outlives it, nothing is stored.
+    """
+
+    def __init__(self, graph: ClusterGraph) -> None:
+        super().__init__(graph, None)
+        self._programs: dict[int, ReferenceFunction] = {}
+
+    def function(self, policy: str, segment: Segment, device: Any) -> Any:
+        if segment.index not in self._programs:
+            self._programs[segment.index] = ReferenceFunction(segment.program, segment.batch_axes)
+        return self._programs[segment.index]
 
 
 _EXECUTORS: weakref.WeakKeyDictionary[ClusterGraph, dict[int, _Executor]] = (
@@ -121,12 +148,38 @@ class Plan:
         Returns the function's outputs (allclose to ``fn(*args)``); the record of
         what ran is in :attr:`timeline`.
         """
+        env, timeline = self._execute(_executor(self.graph, self.store), args)
+        self.timeline = timeline
+        return self.graph.outputs(env)
+
+    def reference(self, *args: Any) -> Any:
+        """Execute the plan uncompiled: the oracle :meth:`run` is tested against.
+
+        The same chunks, padding, combines and rounds as :meth:`run`, with every
+        segment's program evaluated equation by equation (see
+        :mod:`.reference`): no store, no compiled segment. :attr:`timeline` is
+        left as the last :meth:`run` made it.
+        """
+        return self.graph.outputs(self.reference_values(*args))
+
+    def reference_values(self, *args: Any) -> dict[Var, Any]:
+        """Like :meth:`reference`, but the value of every variable a segment reads or makes.
+
+        Keyed by the graph's jaxpr variables (its inputs and constants too).
+        Under ``schedule(..., fuse=False)`` every cluster is a segment, so this
+        holds every cluster's inputs and outputs.
+        """
+        env, _ = self._execute(_ReferenceExecutor(self.graph), args)
+        return env
+
+    def _execute(
+        self, executor: _Executor, args: tuple[Any, ...]
+    ) -> tuple[dict[Var, Any], Timeline]:
         graph = self.graph
         env = graph.initial_values(*args)
         got = graph.batch_size_of(*args)
         if got != self.batch_size:
             raise ValueError(WRONG_BATCH.format(planned=self.batch_size, got=got))
-        executor = _executor(graph, self.store)
         timeline = Timeline()
         t0 = time.perf_counter()
         for segment in self.segments:
@@ -136,11 +189,9 @@ class Plan:
             else:
                 outs = self._run_whole(executor, segment, inputs, timeline, t0)
             env.update(zip(segment.outputs, outs, strict=True))
-        result = graph.outputs(env)
-        jax.block_until_ready(result)
+        jax.block_until_ready(graph.outputs(env))
         timeline.total_seconds = time.perf_counter() - t0
-        self.timeline = timeline
-        return result
+        return env, timeline
 
     def _call(
         self, executor: _Executor, segment: Segment, device: Any, args: list[Any], run_size: int
@@ -362,11 +413,17 @@ def _on_host() -> bool:
     return jax.default_backend() == "cpu"
 
 
+def _is_key(x: Any) -> bool:
+    """A typed PRNG key array: NumPy cannot hold one, so its glue stays in JAX."""
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
 def _take(x: Any, axis: int | None, chunk: Chunk) -> Any:
     """Rows ``chunk`` of ``x`` along ``axis``, padded with copies of the last one."""
     if axis is None:
         return x
-    xp: Any = np if _on_host() else jnp
+    xp: Any = np if _on_host() and not _is_key(x) else jnp
     arr = np.asarray(x) if xp is np else x
     index = [slice(None)] * arr.ndim
     index[axis] = slice(chunk.start, chunk.start + chunk.size)
@@ -392,7 +449,7 @@ def _assemble(parts: Sequence[Any], axis: int | None, chunks: Sequence[Chunk], h
         parts = [jax.device_put(p, home) for p in parts]
     if len(parts) == 1 and chunks[0].padding == 0:
         return parts[0]
-    host = _on_host()
+    host = _on_host() and not _is_key(parts[0])
     pieces = []
     for p, c in zip(parts, chunks, strict=True):
         arr = np.asarray(p) if host else p
@@ -415,6 +472,7 @@ def schedule(
     bucket_sizes: Sequence[int] | None = None,
     devices: Sequence[Any] | None = None,
     store: CacheStore | None = None,
+    fuse: bool = True,
 ) -> Plan:
     """Schedule ``graph``'s queue for ``batch_size`` samples.
 
@@ -428,12 +486,18 @@ def schedule(
       bucket_sizes: the sizes ``buckets`` may use (default powers of two).
       devices: devices for ``devices`` (default: all of ``jax.devices()``).
       store: the cache store (default: the default store).
+      fuse: fuse adjacent clusters that run the same way into one segment (the
+        default); ``False`` makes every cluster a segment of its own, as the
+        reference oracle (``g.run``, the tests' ground truth) runs them.
 
     Raises:
-      ValueError: an unknown policy, ``batch_size`` or ``micro_batch`` < 1, or
-        bucket sizes that cannot add up to ``batch_size``.
+      ValueError: an unknown policy, ``batch_size`` or ``micro_batch`` < 1,
+        bucket sizes that cannot add up to ``batch_size``, or a ``fuse`` that
+        is not a bool.
     """
     validate(batch_size, policy, micro_batch, bucket_sizes)
+    if not isinstance(fuse, bool):
+        raise ValueError(BAD_FUSE.format(value=fuse))
     if not graph.symbolic:
         if policy != "whole":
             raise ValueError(NOT_SYMBOLIC.format(reason=graph.symbolic_reason, policy=policy))
@@ -443,7 +507,7 @@ def schedule(
         devices = jax.devices() if policy == "devices" else jax.devices()[:1]
     elif not devices:
         raise ValueError("'devices' must name at least one device, e.g. devices=jax.devices().")
-    segments = _executor(graph, store).segments(policy)
+    segments = _executor(graph, store).segments(policy, fuse)
     return Plan(
         graph,
         batch_size,

@@ -187,13 +187,17 @@ def fusing_order(graph: ClusterGraph, modes: dict[int, str]) -> list[int]:
     return order
 
 
-def build_segments(graph: ClusterGraph, policy: str) -> list[Segment]:
-    """Fuse clusters that run the same way, in a fusing topological order, into segments."""
+def build_segments(graph: ClusterGraph, policy: str, fuse: bool = True) -> list[Segment]:
+    """Fuse clusters that run the same way, in a fusing topological order, into segments.
+
+    With ``fuse=False`` every cluster is a segment of its own (the reference
+    oracle's view: every cluster's inputs and outputs are segment boundaries).
+    """
     modes = {cid: _cluster_mode(graph, cid, policy) for cid in graph.queue}
     runs: list[tuple[str, list[int]]] = []
     for cid in fusing_order(graph, modes):
         mode = modes[cid]
-        if runs and runs[-1][0] == mode:
+        if fuse and runs and runs[-1][0] == mode:
             runs[-1][1].append(cid)
         else:
             runs.append((mode, [cid]))

@@ -1,4 +1,4 @@
-"""partition(): arguments, pytrees, bad input, the run helper."""
+"""partition(): arguments, pytrees, bad input, g.run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlcache_lab.partition import ClusterGraph, partition, run_clusters
+from mlcache_lab.partition import ClusterGraph, partition
 from mlcache_lab.partition.api import (
     AXIS_OUT_OF_RANGE,
     BAD_AXIS_TYPE,
@@ -54,7 +54,7 @@ def test_returns_graph_with_contract_fields(params: dict) -> None:
         assert c.reason.split(":")[0] == c.category
         assert len(c.in_batch_axes) == len(c.inputs) == len(c.jaxpr.jaxpr.invars)
         assert len(c.out_batch_axes) == len(c.outputs) == len(c.jaxpr.jaxpr.outvars)
-    assert_tree_close(run_clusters(g, params, x), mlp(params, x))
+    assert_tree_close(g.run(params, x), mlp(params, x))
 
 
 def test_batch_axes_prefix_pytree_and_negative_axis() -> None:

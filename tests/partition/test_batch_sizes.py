@@ -8,17 +8,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.extend.core import jaxpr_as_fun
 
 from mlcache_lab.bench.partition_scaling import main as bench_main
 from mlcache_lab.bench.partition_scaling import make_program
 from mlcache_lab.models import get_model
-from mlcache_lab.partition import partition, split_run
+from mlcache_lab.partition import ClusterGraph, partition
 from mlcache_lab.partition.api import BAD_SYMBOLIC, NOT_POLYMORPHIC
-from mlcache_lab.partition.cluster import CONCRETE_ONLY, NO_BATCH_SIZE, NOT_BATCHED
 from mlcache_lab.partition.graph import BAD_BATCH_SIZE, CONCRETE_GRAPH, STRUCTURE_DIFFERS
-from mlcache_lab.partition.run import BAD_SIZES, NEEDS_GRAPH, split_inputs
+from mlcache_lab.schedule import schedule
+from mlcache_lab.schedule.plan import WRONG_BATCH
 
-from .ground_truth import assert_tree_close, check_ground_truth, resize_args
+from .ground_truth import (
+    assert_cluster_outputs_close,
+    assert_tree_close,
+    check_ground_truth,
+    resize_args,
+)
 
 
 def _pattern(message: str) -> str:
@@ -67,48 +73,34 @@ def test_zoo_models_run_at_batch_sizes_1_3_7(name: str) -> None:
         assert_tree_close(g.run(*resized), model.apply(*resized))
 
 
-def test_specialize_gives_the_cluster_at_a_concrete_size() -> None:
+def _whole(g: ClusterGraph, *args: object) -> dict:
+    """Every cluster's inputs and outputs, each cluster run once on the whole batch."""
+    return schedule(g, g.batch_size_of(*args), "whole", fuse=False).reference_values(*args)
+
+
+@pytest.mark.parametrize(
+    ("policy", "micro_batch", "bucket_sizes", "sizes"),
+    [
+        ("buckets", 16, (5, 1), [5, 1]),
+        ("buckets", 16, (3,), [3, 3]),
+        ("buckets", 16, (2,), [2, 2, 2]),
+        ("buckets", 16, (1,), [1] * 6),
+        ("chunk", 4, None, [4, 2]),  # the last chunk padded with 2 copies of its last row
+        ("chunk", 5, None, [5, 1]),
+    ],
+)
+def test_chunked_clusters_equal_whole_for_any_chunking(
+    policy: str, micro_batch: int, bucket_sizes: tuple[int, ...] | None, sizes: list[int]
+) -> None:
+    """Through the one executor, a segment per cluster: chunks equal the whole batch."""
     g = partition(f, W, X, batch_axes=(None, 0))
-    env = g.evaluate(W, _x(3))
-    for c in g.clusters:
-        if c.kind != "batched":
-            continue
-        small = c.specialize(3)
-        for v, a, new in zip(c.inputs, c.in_batch_axes, small.jaxpr.invars, strict=True):
-            expect = [str(d) for d in v.aval.shape]
-            if a is not None:
-                assert expect[a] == "B"
-                expect[a] = "3"
-            assert [str(d) for d in new.aval.shape] == expect
-        inputs = [env[v] for v in c.inputs]
-        out = jax.core.eval_jaxpr(small.jaxpr, small.consts, *inputs)
-        assert_tree_close(list(out), c.run(*inputs))
-
-
-@pytest.mark.parametrize("sizes", [[1, 5], [3, 3], [2, 2, 2], [1, 1, 1, 1, 1, 1]])
-def test_split_run_equals_whole_for_any_chunking(sizes: list[int]) -> None:
-    g = partition(f, W, X, batch_axes=(None, 0))
-    env = g.evaluate(W, X)
-    batched = [c for c in g.clusters if c.kind == "batched"]
-    assert batched
-    for c in batched:
-        inputs = [env[v] for v in c.inputs]
-        assert_tree_close(split_run(c, inputs, sizes), c.run(*inputs))
-
-
-def test_non_batched_cluster_cannot_be_specialized() -> None:
-    g = partition(f, W, X, batch_axes=(None, 0))
-    mixing = next(c for c in g.clusters if c.category == "mixes")
-    with pytest.raises(ValueError, match=_pattern(NOT_BATCHED)):
-        mixing.specialize(2)
-
-
-def test_bad_chunk_sizes() -> None:
-    g = partition(f, W, X, batch_axes=(None, 0))
-    env = g.evaluate(W, X)
-    c = next(c for c in g.clusters if c.kind == "batched")
-    with pytest.raises(ValueError, match=_pattern(BAD_SIZES).replace(r"\(", r"\(")):
-        split_inputs(c, [env[v] for v in c.inputs], [2, 2])
+    plan = schedule(g, 6, policy, micro_batch, bucket_sizes=bucket_sizes, fuse=False)
+    assert [c.size for c in plan.chunks] == sizes
+    assert len(plan.segments) == len(g.clusters)
+    split = {cid for s in plan.segments if s.mode == "split" for cid in s.clusters}
+    assert split == {c.id for c in g.clusters if c.kind in ("batched", "reduces")}
+    assert_cluster_outputs_close(g, plan.reference_values(W, X), _whole(g, W, X), str(sizes))
+    assert_tree_close(plan.reference(W, X), f(W, X))
 
 
 def test_cluster_that_needs_the_batch_size() -> None:
@@ -117,21 +109,21 @@ def test_cluster_that_needs_the_batch_size() -> None:
     (iota,) = [c for c in g.clusters if "iota" in c.primitives()]
     assert iota.category == "invariant" and iota.needs_batch_size
     assert iota.inputs == () and iota.out_batch_axes == (0,)
-    carrier = iota.exported.in_avals[0]
-    assert str(carrier.shape[0]) == "B" and carrier.dtype == jnp.int8
-    with pytest.raises(ValueError, match=_pattern(NO_BATCH_SIZE)):
-        iota.run()
-    (out,) = iota.run(batch_size=5)
+    plan = schedule(g, 5, "whole", fuse=False)
+    (segment,) = [s for s in plan.segments if s.clusters == (iota.id,)]
+    carrier = segment.program.__mlcache_jaxpr__.jaxpr.invars[0].aval
+    assert segment.carrier and str(carrier.shape[0]) == "B" and carrier.dtype == jnp.int8
+    out = plan.reference_values(W, _x(5))[iota.outputs[0]]
     np.testing.assert_array_equal(out, np.arange(5.0, dtype=np.float32)[:, None])
     assert not any(c.needs_batch_size for c in g.clusters if c.kind == "batched")
 
 
-def test_cluster_run_checks_a_given_batch_size() -> None:
+def test_reference_checks_the_planned_batch_size() -> None:
     g = partition(f, W, X, batch_axes=(None, 0))
-    env = g.evaluate(W, X)
-    c = next(c for c in g.clusters if c.kind == "batched")
-    with pytest.raises(ValueError, match="got inputs of batch size 6 and batch_size=4"):
-        c.run(*(env[v] for v in c.inputs), batch_size=4)
+    plan = schedule(g, 4, "chunk", 2, fuse=False)
+    with pytest.raises(ValueError, match=_pattern(WRONG_BATCH)) as info:
+        plan.reference(W, X)
+    assert "batch_size=4, but the arguments have 6 samples" in str(info.value)
 
 
 def test_concrete_fallback_records_why_and_keeps_the_ground_truth() -> None:
@@ -144,13 +136,6 @@ def test_concrete_fallback_records_why_and_keeps_the_ground_truth() -> None:
     check_ground_truth(g, W, X, reference=hardcoded(W, X))
     with pytest.raises(ValueError, match=_pattern(CONCRETE_GRAPH)):
         g.run(W, _x(3))
-    c = next(c for c in g.clusters if c.kind == "batched")
-    inputs = [g.evaluate(W, X)[v] for v in c.inputs]
-    with pytest.raises(ValueError, match=_pattern(CONCRETE_ONLY)):
-        c.run(*(x if a is None else x[:3] for x, a in zip(inputs, c.in_batch_axes, strict=True)))
-    with pytest.raises(ValueError, match=_pattern(CONCRETE_ONLY)):
-        c.specialize(3)
-    assert c.specialize(6) is c.jaxpr
 
 
 def test_a_reshape_that_pins_the_batch_size_falls_back() -> None:
@@ -187,11 +172,33 @@ def test_at_batch_size_repartitions_a_concrete_graph() -> None:
         assert_tree_close(other.run(W, _x(n)), f(W, _x(n)))
         assert g.at_batch_size(n) is other  # kept
     assert g.at_batch_size(6) is g
-    env = g.evaluate(W, X)
-    for c in g.clusters:
-        if c.kind == "batched":
-            inputs = [env[v] for v in c.inputs]
-            assert_tree_close(split_run(c, inputs, [2, 4], graph=g), c.run(*inputs))
+    _check_resized_chunks(g, 6, [2, 4])
+    _check_resized_chunks(g, 10, [7, 3])  # chunks larger than the analysed batch size too
+
+
+def _check_resized_chunks(g: ClusterGraph, n: int, sizes: list[int]) -> None:
+    """Cluster ``c`` of ``g.at_batch_size(k)`` on chunks of ``k`` equals cluster ``c`` at ``n``.
+
+    The schedule runs a concrete graph whole only: here each chunk's cluster
+    program is evaluated as the reference evaluates a concrete program.
+    """
+    big = g.at_batch_size(n)
+    env = _whole(big, W, _x(n))
+    for c in big.clusters:
+        if c.kind != "batched":
+            continue
+        inputs = [env[v] for v in c.inputs]
+        parts, start = [], 0
+        for size in sizes:
+            chunk = [
+                x if a is None else jax.lax.slice_in_dim(x, start, start + size, axis=a)
+                for x, a in zip(inputs, c.in_batch_axes, strict=True)
+            ]
+            parts.append(jaxpr_as_fun(g.at_batch_size(size).clusters[c.id].jaxpr)(*chunk))
+            start += size
+        for k, (v, a) in enumerate(zip(c.outputs, c.out_batch_axes, strict=True)):
+            got = parts[0][k] if a is None else jnp.concatenate([p[k] for p in parts], axis=a)
+            assert_tree_close(got, env[v])
 
 
 def test_at_batch_size_refuses_another_clustering() -> None:
@@ -211,17 +218,6 @@ def test_at_batch_size_bad_value(value: object) -> None:
     g = partition(hardcoded, W, X, batch_axes=(None, 0))
     with pytest.raises(ValueError, match=_pattern(BAD_BATCH_SIZE)):
         g.at_batch_size(value)  # type: ignore[arg-type]
-
-
-def test_split_run_of_a_concrete_cluster_larger_than_its_batch_needs_the_graph() -> None:
-    g = partition(f, W, X, batch_axes=(None, 0), symbolic=False)
-    big = g.at_batch_size(10)
-    c = next(c for c in g.clusters if c.kind == "batched")
-    env = big.evaluate(W, _x(10))
-    inputs = [env[v] for v in big.clusters[c.id].inputs]
-    with pytest.raises(ValueError, match=_pattern(NEEDS_GRAPH)):
-        split_run(c, inputs, [7, 3])
-    assert_tree_close(split_run(c, inputs, [7, 3], graph=g), big.clusters[c.id].run(*inputs))
 
 
 def test_benchmark_program_and_csv(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -4,7 +4,8 @@ Every model of :mod:`mlcache_lab.models.frameworks` (Keras, dm-haiku, flax.linen
 flax.nnx, equinox, an optax training step) is partitioned and scheduled at the
 default settings:
 
-* ``partition(...).run`` equals ``jax.jit`` (on a non-degenerate reference);
+* ``partition(...).run`` (the clusters in queue order, through the schedule's
+  uncompiled reference mode) equals ``jax.jit`` (on a non-degenerate reference);
 * ``batched_jit`` under ``chunk`` and ``buckets`` equals ``jax.jit`` at several
   batch sizes and compiles nothing at a new batch size whose chunk or bucket
   sizes were already seen;
