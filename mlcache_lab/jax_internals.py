@@ -34,6 +34,7 @@ __all__ = [
     "default_device",
     "describe_axis_env",
     "eqn_context_fields",
+    "evaluate_dim",
     "fun_name",
     "hlo_cost_analysis",
     "hlo_text",
@@ -311,6 +312,11 @@ def rebuild_var(cls: type, aval: Any, initial_qdd: Any, final_qdd: Any) -> Any:
     var: Any = object.__new__(cls)
     _Var.__init__(var, aval, initial_qdd, final_qdd)
     return var
+
+
+def evaluate_dim(dim: Any, values: dict[str, int]) -> int:
+    """A symbolic dimension expression (``B``, ``3*B``) at concrete values of its variables."""
+    return int(dim._evaluate(values))
 
 
 def symbolic_scope(dim: Any) -> jax.export.SymbolicScope:

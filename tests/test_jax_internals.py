@@ -256,6 +256,12 @@ def test_symbolic_scope_is_the_scope_a_dimension_was_made_in():
     assert ji.symbolic_scope(b) is scope and ji.symbolic_scope(two_b) is scope
 
 
+def test_evaluate_dim_gives_an_expression_at_concrete_sizes():
+    b, three_b_plus_1 = jax_export.symbolic_shape("B, 3*B + 1")
+    assert ji.evaluate_dim(b, {"B": 7}) == 7
+    assert ji.evaluate_dim(three_b_plus_1, {"B": 7}) == 22
+
+
 class _Recorder(pickle.Unpickler):
     def __init__(self, data: bytes) -> None:
         super().__init__(io.BytesIO(data))

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, JaxprEqn, Literal, Var, jaxpr_as_fun
 
+from ..jax_internals import evaluate_dim
 from ..partition.dims import BATCH_DIM, is_symbolic, jaxpr_mentions_batch
 
 __all__ = ["ReferenceFunction", "concrete_program"]
@@ -42,7 +43,7 @@ NO_BATCH_SIZE = (
 
 def _size(d: Any, batch_size: int) -> Any:
     """A dimension at ``B = batch_size`` (an int stays as it is)."""
-    return int(d._evaluate({BATCH_DIM: batch_size})) if is_symbolic(d) else d
+    return int(evaluate_dim(d, {BATCH_DIM: batch_size})) if is_symbolic(d) else d
 
 
 def _concrete_aval(aval: Any, batch_size: int) -> Any:

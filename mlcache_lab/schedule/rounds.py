@@ -33,7 +33,7 @@ import numpy as np
 from jax import lax
 from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, JaxprEqn, Literal, Var
 
-from ..jax_internals import bind_equation
+from ..jax_internals import bind_equation, evaluate_dim
 from ..partition.analysis import Label
 from ..partition.dims import BATCH_DIM, is_symbolic, jaxpr_mentions_batch
 from ..partition.graph import ClusterGraph
@@ -102,7 +102,7 @@ def size_values(segment: Any, batch_size: int) -> list[np.ndarray]:
     """The values of a segment's ``dim_as_value`` inputs (``B``, ``3*B``) at ``batch_size``."""
     out = []
     for v, dim in zip(segment.size_vars, segment.size_dims, strict=True):
-        value = dim._evaluate({BATCH_DIM: batch_size}) if is_symbolic(dim) else dim
+        value = evaluate_dim(dim, {BATCH_DIM: batch_size}) if is_symbolic(dim) else dim
         out.append(np.asarray(value, getattr(v.aval, "dtype", np.int32)))
     return out
 
