@@ -48,6 +48,7 @@ __all__ = [
     "GROWTHS",
     "arg_specs",
     "cluster_plan",
+    "graph_from_jaxpr",
     "partition",
     "trace",
 ]
@@ -349,8 +350,34 @@ def build_graph(
     if traced is None:
         traced = trace(fn, specs)
     closed, in_tree, out_tree = traced
-    analysis = analyze(closed.jaxpr, in_axes, const_axes=[None] * len(closed.jaxpr.constvars))
-    plan = cluster_plan(closed, analysis, min_cluster_size, growth)
+    return graph_from_jaxpr(
+        fn, specs, closed, in_tree, out_tree, in_axes, batch_size, min_cluster_size, growth, reason
+    )
+
+
+def graph_from_jaxpr(
+    fn: Callable[..., Any] | None,
+    specs: tuple[Any, ...] | None,
+    closed: ClosedJaxpr,
+    in_tree: Any,
+    out_tree: Any,
+    in_axes: Sequence[Axis],
+    batch_size: int,
+    min_cluster_size: int = 1,
+    growth: str = "gather",
+    symbolic_reason: str = "",
+    analysis: JaxprAnalysis | None = None,
+    plan: ClusterPlan | None = None,
+) -> ClusterGraph:
+    """The graph of a traced jaxpr (calls inlined): analysed and clustered, unless given.
+
+    ``analysis`` and ``plan`` come from the ``partition`` cache level, when
+    ``batched_jit`` rebuilds a graph it partitioned in another process.
+    """
+    if analysis is None:
+        analysis = analyze(closed.jaxpr, in_axes, const_axes=[None] * len(closed.jaxpr.constvars))
+    if plan is None:
+        plan = cluster_plan(closed, analysis, min_cluster_size, growth)
     clusters = build_clusters(closed, analysis, plan, batch_size)
     return ClusterGraph(
         jaxpr=closed,
@@ -366,8 +393,8 @@ def build_graph(
         growth=growth,
         name=getattr(fn, "__name__", type(fn).__name__),
         analysis=analysis,
-        symbolic=not reason,
-        symbolic_reason=reason,
+        symbolic=not symbolic_reason,
+        symbolic_reason=symbolic_reason,
         fn=fn,
         arg_specs=specs,
         declared_batch_axes=tuple(in_axes),

@@ -31,10 +31,10 @@ from ..partition.graph import ClusterGraph
 from ..stages.cached_function import CachedFunction, cached_jit
 from .policies import Chunk, split_batch, validate
 from .rounds import combine, size_values
-from .segments import Segment, build_segments
+from .segments import Boundary, Segment, SegmentSet, build_segments, segment_flavour
 from .timeline import Compilation, Execution, Timeline
 
-__all__ = ["Plan", "schedule"]
+__all__ = ["Plan", "plan_segments", "schedule"]
 
 NOT_SYMBOLIC = (
     "policy={policy!r} splits the batch, which needs a graph traced with a symbolic batch "
@@ -48,46 +48,39 @@ WRONG_BATCH = (
 )
 
 
-class _Executor:
-    """Per graph and store: the segments of each policy and their cached functions."""
-
-    def __init__(self, graph: ClusterGraph, store: CacheStore | None) -> None:
-        self.graph, self.store = graph, store
-        self._segments: dict[str, list[Segment]] = {}
-        self._functions: dict[tuple[str, int, int | None], CachedFunction] = {}
-
-    def segments(self, policy: str) -> list[Segment]:
-        if policy not in self._segments:
-            self._segments[policy] = build_segments(self.graph, policy)
-        return self._segments[policy]
-
-    def function(self, policy: str, segment: Segment, device: Any) -> CachedFunction:
-        key = (policy, segment.index, None if device is None else device.id)
-        f = self._functions.get(key)
-        if f is None:
-            f = cached_jit(
-                segment.program,
-                store=self.store,
-                batch_axes=segment.batch_axes
-                if any(a is not None for a in segment.batch_axes)
-                else None,
-                device=device,
-            )
-            self._functions[key] = f
-        return f
+def segment_function(
+    segments: SegmentSet, segment: Segment, device: Any, store: CacheStore | None
+) -> CachedFunction:
+    """The ``cached_jit`` of ``segment``'s program on ``device`` (made once per set)."""
+    key = (segment.index, None if device is None else device.id)
+    f = segments.functions.get(key)
+    if f is None:
+        f = cached_jit(
+            segment.program,
+            store=store,
+            batch_axes=segment.batch_axes
+            if any(a is not None for a in segment.batch_axes)
+            else None,
+            device=device,
+        )
+        segments.functions[key] = f
+    return f
 
 
-_EXECUTORS: weakref.WeakKeyDictionary[ClusterGraph, dict[int, _Executor]] = (
+# Per graph and store, the segments of each policy flavour: plans for every batch size
+# of one graph share them, and with them the executables they loaded.
+_SEGMENTS: weakref.WeakKeyDictionary[ClusterGraph, dict[tuple[int, str], SegmentSet]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _executor(graph: ClusterGraph, store: CacheStore | None) -> _Executor:
-    per_store = _EXECUTORS.setdefault(graph, {})
-    key = id(store)
-    if key not in per_store:
-        per_store[key] = _Executor(graph, store)
-    return per_store[key]
+def graph_segments(graph: ClusterGraph, policy: str, store: CacheStore | None) -> SegmentSet:
+    """``graph``'s segments for ``policy`` (built once per graph, store and flavour)."""
+    per_graph = _SEGMENTS.setdefault(graph, {})
+    key = (id(store), segment_flavour(policy))
+    if key not in per_graph:
+        per_graph[key] = build_segments(graph, policy)
+    return per_graph[key]
 
 
 @dataclasses.dataclass
@@ -95,15 +88,19 @@ class Plan:
     """A graph's execution queue scheduled for ``batch_size`` samples.
 
     Attributes:
-      graph: the :class:`~mlcache_lab.partition.ClusterGraph`.
+      graph: the :class:`~mlcache_lab.partition.ClusterGraph`, or ``None`` for a
+        plan made from segments read from the cache (``batched_jit``'s warm
+        path: the graph is not decoded; ``BatchedFunction.graph`` decodes it).
       batch_size, policy, micro_batch, bucket_sizes: the schedule's arguments.
       chunks: how split segments cut the batch (:class:`~.policies.Chunk`).
       segments: the fused runs of the queue, in order.
       devices: devices split segments use (one unless ``policy="devices"``).
       timeline: the last run's :class:`~.timeline.Timeline` (None before a run).
+      segment_set: the segments with the graph's :class:`~.segments.Boundary`
+        and their cached functions (default: the graph's, for this policy).
     """
 
-    graph: ClusterGraph
+    graph: ClusterGraph | None
     batch_size: int
     policy: str
     micro_batch: int
@@ -113,6 +110,18 @@ class Plan:
     devices: list[Any]
     store: CacheStore | None = None
     timeline: Timeline | None = None
+    segment_set: SegmentSet = dataclasses.field(default=None, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.segment_set is None:
+            if self.graph is None:
+                raise ValueError("a Plan needs its graph or its segment_set")
+            self.segment_set = graph_segments(self.graph, self.policy, self.store)
+
+    @property
+    def boundary(self) -> Boundary:
+        """The graph's inputs, constants and outputs by slot."""
+        return self.segment_set.boundary
 
     # ---------------------------------------------------------------- running
     def run(self, *args: Any) -> Any:
@@ -121,12 +130,12 @@ class Plan:
         Returns the function's outputs (allclose to ``fn(*args)``); the record of
         what ran is in :attr:`timeline`.
         """
-        graph = self.graph
-        env = graph.initial_values(*args)
-        got = graph.batch_size_of(*args)
+        boundary = self.boundary
+        env = boundary.initial_values(*args)
+        got = boundary.batch_size_of(*args)
         if got != self.batch_size:
             raise ValueError(WRONG_BATCH.format(planned=self.batch_size, got=got))
-        executor = _executor(graph, self.store)
+        executor = self.segment_set
         timeline = Timeline()
         t0 = time.perf_counter()
         for segment in self.segments:
@@ -136,16 +145,16 @@ class Plan:
             else:
                 outs = self._run_whole(executor, segment, inputs, timeline, t0)
             env.update(zip(segment.outputs, outs, strict=True))
-        result = graph.outputs(env)
+        result = boundary.outputs(env)
         jax.block_until_ready(result)
         timeline.total_seconds = time.perf_counter() - t0
         self.timeline = timeline
         return result
 
     def _call(
-        self, executor: _Executor, segment: Segment, device: Any, args: list[Any], run_size: int
+        self, executor: SegmentSet, segment: Segment, device: Any, args: list[Any], run_size: int
     ) -> tuple[list[Any], Compilation | None]:
-        f = executor.function(self.policy, segment, device)
+        f = segment_function(executor, segment, device, self.store)
         outs = f(*args)
         report = f.last_report
         compilation = None
@@ -162,7 +171,7 @@ class Plan:
 
     def _run_whole(
         self,
-        executor: _Executor,
+        executor: SegmentSet,
         segment: Segment,
         inputs: list[Any],
         timeline: Timeline,
@@ -171,7 +180,7 @@ class Plan:
         args = inputs
         if segment.carrier:
             args = [np.zeros((self.batch_size,), np.int8), *inputs]
-        if segment.size_vars:  # B as a value, so the program compiles once
+        if segment.size_dims:  # B as a value, so the program compiles once
             args = [*args, *size_values(segment, self.batch_size)]
         start = time.perf_counter() - t0
         outs, compilation = self._call(executor, segment, None, args, self.batch_size)
@@ -195,7 +204,7 @@ class Plan:
 
     def _run_split(
         self,
-        executor: _Executor,
+        executor: SegmentSet,
         segment: Segment,
         inputs: list[Any],
         timeline: Timeline,
@@ -312,7 +321,7 @@ class Plan:
                 masked = ", padded rows masked" if s.masked and pad else ""
                 line = f"round {s.round}: {line}, then combine ({combined}){masked}"
             return line
-        if s.mode == "once" and s.size_vars:
+        if s.mode == "once" and s.size_dims:
             return "once   1x (reads B as a value, passed in: compiled once for every batch size)"
         if s.mode == "once":
             return "once   1x (batch-invariant, compiled once for every batch size)"
@@ -320,14 +329,14 @@ class Plan:
 
     def __repr__(self) -> str:
         head = (
-            f"Plan({self.graph.name}: batch_size={self.batch_size}, policy={self.policy!r}"
+            f"Plan({self.boundary.name}: batch_size={self.batch_size}, policy={self.policy!r}"
             + (f", micro_batch={self.micro_batch}" if self.policy in ("chunk", "devices") else "")
             + (
                 f", buckets={self.bucket_sizes or 'powers of two'}"
                 if self.policy == "buckets"
                 else ""
             )
-            + f"): {len(self.segments)} segments from {len(self.graph.clusters)} clusters"
+            + f"): {len(self.segments)} segments from {self.boundary.n_clusters} clusters"
         )
         lines = [head]
         for s in self.segments:
@@ -438,12 +447,33 @@ def schedule(
         if policy != "whole":
             raise ValueError(NOT_SYMBOLIC.format(reason=graph.symbolic_reason, policy=policy))
         graph = graph.at_batch_size(batch_size)  # traced again at this size
+    segment_set = graph_segments(graph, policy, store)
+    return plan_segments(
+        segment_set, batch_size, policy, micro_batch, bucket_sizes, devices, store, graph
+    )
+
+
+def plan_segments(
+    segment_set: SegmentSet,
+    batch_size: int,
+    policy: str,
+    micro_batch: int,
+    bucket_sizes: Sequence[int] | None,
+    devices: Sequence[Any] | None,
+    store: CacheStore | None,
+    graph: ClusterGraph | None = None,
+) -> Plan:
+    """A :class:`Plan` of segments already built (or read from the ``segments`` level).
+
+    Raises:
+      ValueError: as :func:`schedule`.
+    """
+    validate(batch_size, policy, micro_batch, bucket_sizes)
     chunks = split_batch(batch_size, policy, micro_batch, bucket_sizes)
     if devices is None:
         devices = jax.devices() if policy == "devices" else jax.devices()[:1]
     elif not devices:
         raise ValueError("'devices' must name at least one device, e.g. devices=jax.devices().")
-    segments = _executor(graph, store).segments(policy)
     return Plan(
         graph,
         batch_size,
@@ -451,7 +481,8 @@ def schedule(
         micro_batch,
         tuple(bucket_sizes) if bucket_sizes is not None else None,
         chunks,
-        segments,
+        segment_set.segments,
         list(devices),
         store,
+        segment_set=segment_set,
     )
