@@ -303,6 +303,9 @@ class BatchedFunction:
             why = pinned_batch_size(closed.jaxpr) or ""
         except Exception as err:  # not polymorphic in the batch, or not traceable at all
             why = f"{type(err).__name__}: {err}"
+            report.levels["trace"] = LevelReport(
+                "miss", 0.0, chain["trace"], f"the symbolic trace failed ({why:.200})"
+            )
         if why:
             # partition's own path: it falls back to a concrete trace, or raises its error.
             in_axes, size = normalize_batch_axes(example, self.batch_axes)
