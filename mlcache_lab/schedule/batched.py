@@ -28,6 +28,7 @@ from ..partition.api import (
     BAD_GROWTH,
     BAD_MIN_CLUSTER_SIZE,
     GROWTHS,
+    arg_specs,
     build_graph,
     graph_from_jaxpr,
     normalize_batch_axes,
@@ -103,6 +104,7 @@ class BatchedFunction:
         )
         self._graph: ClusterGraph | None = None
         self._sig: Signature | None = None
+        self._specs: tuple[Any, ...] = ()
         self._partition: PartitionArtifact | None = None
         self._partition_key: str | None = None
         self._segments: SegmentSet | None = None
@@ -142,9 +144,9 @@ class BatchedFunction:
         part = self._partition
         return graph_from_jaxpr(
             self._fn,
-            tuple(sig.specs(False)),
+            self._specs,
             closed,
-            jax.tree.structure(self._example_tree),
+            jax.tree.structure(self._specs),
             arts["trace"].out_tree,
             sig.leaf_batch_axes,
             sig.batch_size or 2,
@@ -161,7 +163,8 @@ class BatchedFunction:
         report = StageReport(self.__name__, {level: LevelReport() for level in PARTITIONED_LEVELS})
         example = _example(args, self.batch_axes)
         normalize_batch_axes(example, self.batch_axes)  # partition's checks and messages
-        self._example_tree = tuple(example)
+        # Shapes and dtypes only: the graph keeps no reference to the first call's arrays.
+        self._specs = arg_specs(tuple(example))
         tracer = self._tracer
         sig = tracer._signature(example, {})
         self._sig = sig
@@ -311,7 +314,7 @@ class BatchedFunction:
             in_axes, size = normalize_batch_axes(example, self.batch_axes)
             self._graph = build_graph(
                 self._fn,
-                tuple(sig.specs(False)),
+                self._specs,
                 in_axes,
                 size,
                 self.min_cluster_size,
@@ -323,6 +326,7 @@ class BatchedFunction:
                 report.levels[level] = LevelReport("miss", 0.0, "", unused)
             return False
         trace_art = arts["trace"]
+        assert isinstance(trace_art, pipeline.TraceArtifact)  # what the trace level makes
         t0 = time.perf_counter()
         ckey = content_key(trace_art.digest, configs["partition"]) if trace_art.digest else None
         part, status, reason, note = None, "miss", reasons.get("partition", ""), ""
@@ -337,9 +341,9 @@ class BatchedFunction:
         if part is None:
             self._graph = graph_from_jaxpr(
                 self._fn,
-                tuple(sig.specs(False)),
+                self._specs,
                 closed,
-                jax.tree.structure(self._example_tree),
+                jax.tree.structure(self._specs),
                 trace_art.out_tree,
                 sig.leaf_batch_axes,
                 sig.batch_size or 2,

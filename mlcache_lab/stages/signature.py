@@ -236,7 +236,7 @@ def leaf_batch_axes(
             ) from None
         # Up to the argument's own structure: one entry per leaf, even where the
         # argument holds None (an empty subtree, which the broadcast keeps as None).
-        per_leaf.extend(jax.tree.structure(arg).flatten_up_to(spread))
+        per_leaf.extend(jax.tree.structure(arg).flatten_up_to(spread))  # type: ignore[attr-defined]
         paths.extend(
             f"{what}[{i}]{jax.tree_util.keystr(p)}"
             for p, _ in jax.tree_util.tree_flatten_with_path(arg)[0]
