@@ -71,7 +71,11 @@ def test_cold_then_warm_store_bypasses_trace_and_partition(tmp_path: Path) -> No
     assert compiles and set(compiles) == {"disk"}
     assert not decoded  # no segment program was decoded: the executables were found by key
     assert warm._graph is None  # nor the graph ...
-    assert warm.graph is not None and len(warm.graph.clusters) >= 2  # ... until asked for
+    assert warm.graph is not None  # ... until asked for: then it is partition()'s graph
+    fresh = mcl.partition(net, W, _x(37), batch_axes=(None, 0))
+    assert warm.graph.queue == fresh.queue and len(warm.graph.clusters) >= 2
+    assert [c.kind for c in warm.graph.clusters] == [c.kind for c in fresh.clusters]
+    assert [lab.kind for lab in warm.graph.labels] == [lab.kind for lab in fresh.labels]
     # A later call of the same object reports its levels in memory.
     warm(W, _x(20))
     assert _statuses(warm) == dict.fromkeys(PARTITIONED_LEVELS, "memory")
