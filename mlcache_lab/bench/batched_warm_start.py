@@ -9,11 +9,12 @@ and its arguments excluded, identically for all):
 * ``cached_jit``: ``cached_jit(apply, batch_axes=...)``, warm store;
 * ``jax``: ``jax.jit(apply)`` with JAX's persistent compilation cache warm.
 
-Each reports ``first_result`` (the first call's result is ready); the
-``batched_jit`` processes also say where the time went: ``resolve`` (looking
-up trace/partition/segments), ``load`` (finding and loading every segment's
-executable, summed over the plan's compilations), ``run`` (the plan's run,
-loads included) and the level statuses.
+Each reports ``first_result`` (the first call's result is ready) and where
+the time went: ``resolve`` (for ``batched_jit``: looking up
+trace/partition/segments; for ``cached_jit``: its levels, the executable's
+load included), ``load`` (finding and loading every segment's executable),
+``execute`` (the first executions, loads excluded), ``glue`` (slicing,
+padding, assembling between them) and the level statuses.
 
 Models (``--model``): ``transformer``, the built-in one (its layers under
 ``lax.scan``, ``--layers`` deep, 12 by default), and ``transformer_loop``, the
@@ -102,9 +103,14 @@ def _child(variant: str, workdir: str, layers: int, batch: int, model: str = MOD
         result["first_result"] = time.perf_counter() - t0
         report, plan = bf.last_report, bf.last_plan
         assert report is not None and plan is not None and plan.timeline is not None
+        timeline = plan.timeline
         result["resolve"] = report.total_seconds
-        result["load"] = sum(c.seconds for c in plan.timeline.compilations)
-        result["run"] = plan.timeline.total_seconds
+        result["load"] = sum(c.seconds for c in timeline.compilations)
+        result["run"] = timeline.total_seconds
+        # An execution's span includes loading its executable, on its first call.
+        calls = sum(e.end - e.start for e in timeline.executions)
+        result["execute"] = calls - result["load"]
+        result["glue"] = timeline.total_seconds - calls
         result["executables"] = len(plan.timeline.compilations)
         compiles = sorted({c.statuses["compile"] for c in plan.timeline.compilations})
         result["statuses"] = "/".join(report.statuses().values()) + " compile:" + ",".join(compiles)
@@ -114,6 +120,7 @@ def _child(variant: str, workdir: str, layers: int, batch: int, model: str = MOD
         result["first_result"] = time.perf_counter() - t0
         assert f.last_report is not None
         result["resolve"] = f.last_report.total_seconds
+        result["execute"] = result["first_result"] - result["resolve"]
         result["statuses"] = "/".join(f.last_report.statuses().values())
     else:
         compiled = jax.jit(apply).trace(*args).lower().compile()
@@ -161,7 +168,7 @@ def _write(
 ) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fields = ["variant", "model", "repeat", "layers", "batch", "first_result", "resolve"]
-    fields += ["load", "run", "executables", "statuses", "checksum"]
+    fields += ["load", "execute", "glue", "run", "executables", "statuses", "checksum"]
     with out.open("w", newline="") as fh:
         fh.write(
             f"# made by: python -m {MODULE} --model {model} --layers {layers} --batch {batch} "
@@ -179,24 +186,31 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         return statistics.median(r[key] for r in rows if r["variant"] == variant and key in r)
 
     lines = [f"model: {rows[0]['model']}, {rows[0]['layers']} layers, batch {rows[0]['batch']}"]
-    lines.append(f"{'variant':<11} {'first result s':>15} {'resolve s':>10} {'load s':>8}")
+    lines.append(
+        f"{'variant':<11} {'first result s':>15} {'resolve s':>10} {'load s':>8} "
+        f"{'execute s':>10} {'glue s':>8}"
+    )
     for v in VARIANTS:
         parts = [f"{v:<11} {med(v, 'first_result'):15.4f}"]
         if v != "jax":
             parts.append(f"{med(v, 'resolve'):10.4f}")
         if v in ("chunk", "buckets"):
             parts.append(f"{med(v, 'load'):8.4f}")
+        if v != "jax":
+            parts.append(f"{med(v, 'execute'):10.4f}")
+        if v in ("chunk", "buckets"):
+            parts.append(f"{med(v, 'glue'):8.4f}")
         lines.append(" ".join(parts))
     ours = med("cached_jit", "first_result")
     jax_ = med("jax", "first_result")
     for v, target in (("chunk", 1.05), ("buckets", 1.25)):
         first = med(v, "first_result")
-        rest = first - med(v, "resolve") - med(v, "load")
         lines.append(
             f"{v}: / cached_jit = {first / ours:.3f} (target <= {target}), / jax = "
             f"{first / jax_:.3f}; resolve {med(v, 'resolve'):.4f} s, loading "
-            f"{med(v, 'load'):.4f} s over {int(med(v, 'executables'))} executables, "
-            f"the rest (first executions, glue) {rest:.4f} s"
+            f"{med(v, 'load'):.4f} s over {int(med(v, 'executables'))} executables, first "
+            f"executions {med(v, 'execute'):.4f} s (cached_jit's: "
+            f"{med('cached_jit', 'execute'):.4f} s), glue {med(v, 'glue'):.4f} s"
         )
     statuses = sorted({f"{r['variant']}: {r['statuses']}" for r in rows})
     lines.append("statuses: " + "; ".join(statuses))
