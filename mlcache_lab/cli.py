@@ -85,6 +85,9 @@ def demo(args: argparse.Namespace) -> int:
         f"\n{len(rows)} runs in fresh processes, {time.perf_counter() - start:.1f} s; "
         f"every row as expected: {'yes' if ok else 'NO'}"
     )
+    batched_path, batched_ok = _demo_batched(args, out, store_root / "batched")
+    ok = ok and batched_ok
+    written += [batched_path]
     written += _demo_graph(args, out)
     written += _demo_schedule(args, out, store_root / "schedule")
     _say(f"\nwrote {len(written)} files to {out} in {time.perf_counter() - begin:.0f} s:")
@@ -95,6 +98,57 @@ def demo(args: argparse.Namespace) -> int:
         "pipeline change), then cluster_graph.svg and schedule.png."
     )
     return 0 if ok else 1
+
+
+def _demo_batched(args: argparse.Namespace, out: Path, store: Path) -> tuple[Path, bool]:
+    """batched_jit's rows of the table (trace, partition, segments), each in a fresh process."""
+    from .experiments.batched_changes import (
+        BATCHED_CHANGES,
+        BatchedSpec,
+        check_row,
+        run_batched_changes,
+    )
+
+    config = (("layers", args.layers), ("seq", args.seq), ("width", args.width))
+    spec = BatchedSpec(
+        store=str(store), workdir=str(out / "work-batched"), model="transformer", config=config
+    )
+    _say(
+        f"\nbatched_jit (policy chunk, micro_batch {spec.micro_batch}, batch "
+        f"{spec.batch_size}): its levels after each change, and its segments' executables"
+    )
+    header = f"{'change':<56} {'trace':>9} {'partition':>10} {'segments':>9}  executables  ok"
+    _say(header)
+    _say("-" * len(header))
+    base, changed = run_batched_changes(spec)
+    rows = []
+    for change in BATCHED_CHANGES:
+        result = changed[change.name]
+        problem = check_row(change, base, result)
+        levels = {
+            lvl: result["levels"][lvl]["status"] for lvl in ("trace", "partition", "segments")
+        }
+        compiles = sorted({e["compile"] for e in result["executables"]})
+        rows.append(
+            {
+                "change": change.name,
+                "description": change.description,
+                **{f"{lvl}_status": status for lvl, status in levels.items()},
+                **{f"{lvl}_reason": result["levels"][lvl]["reason"] for lvl in levels},
+                "executables": len(result["executables"]),
+                "compile_statuses": ",".join(compiles),
+                "call_seconds": round(result["call_seconds"], 5),
+                "as_expected": "yes" if not problem else f"no ({problem})",
+            }
+        )
+        _say(
+            f"{change.description[:56]:<56} {levels['trace']:>9} {levels['partition']:>10} "
+            f"{levels['segments']:>9}  {len(result['executables'])}x {','.join(compiles):<8}"
+            f"  {'yes' if not problem else 'NO'}"
+        )
+    path = out / "batched_changes.csv"
+    _write_csv(path, rows)
+    return path, all(r["as_expected"] == "yes" for r in rows)
 
 
 def _say(text: str) -> None:

@@ -7,7 +7,11 @@ Layout under the store's root (``CacheStore.path``)::
     <root>/<level>/explain/<function id>/output.pkl    the last chain components
     <root>/<level>/<kind>/<key>/metadata.json          joblib's (duration, time)
 
-``<level>`` is ``trace``, ``lower`` or ``compile``; keys (and the digest of
+``<level>`` is one of :data:`STORE_LEVELS`: ``trace``, ``lower`` and
+``compile`` (the chain of :data:`LEVELS`, ``cached_jit``'s), and ``partition``
+and ``segments`` (the partitioned path's own levels, after ``trace``: the chain
+of :data:`PARTITIONED_LEVELS`, ``batched_jit``'s; each segment program then
+goes through ``trace``/``lower``/``compile`` as a ``cached_jit``); keys (and the digest of
 the function's module and name that identifies explain records) are 32 hex
 digits (see :mod:`mlcache_lab.cache.keys`). The root is created ``0700``.
 
@@ -90,6 +94,8 @@ from .signing import (
 __all__ = [
     "ENTRY_FORMAT",
     "LEVELS",
+    "PARTITIONED_LEVELS",
+    "STORE_LEVELS",
     "CacheStore",
     "CacheWarning",
     "DamagedEntry",
@@ -99,6 +105,11 @@ __all__ = [
 
 ENTRY_FORMAT = 2
 LEVELS = ("trace", "lower", "compile")
+"""``cached_jit``'s levels, in chain order: each level's chain key extends the previous one's."""
+PARTITIONED_LEVELS = ("trace", "partition", "segments")
+"""``batched_jit``'s levels above its segments' compilations, in chain order."""
+STORE_LEVELS = ("trace", "lower", "compile", "partition", "segments")
+"""Every level a store holds (what ``CacheStore(levels=...)`` chooses from)."""
 KINDS = ("content", "chain", "explain")
 _VERSIONS = f"jax={jax.__version__};jaxlib={jaxlib.__version__}"
 _DEFAULT = object()
@@ -205,7 +216,7 @@ class CacheStore:
         max_bytes: int | None = None,
         shared: bool = False,
         key_file: str | os.PathLike[str] | None = None,
-        levels: Sequence[str] = LEVELS,
+        levels: Sequence[str] = STORE_LEVELS,
     ) -> None:
         if path is _DEFAULT:
             path = os.environ.get("MLCACHE_LAB_DIR") or "~/.cache/mlcache_lab"
@@ -253,17 +264,17 @@ class CacheStore:
         self.path: Path | None = root
         self._levels: dict[str, _Level] = {}
         try:
-            self._levels = {name: _Level(name, root, options) for name in LEVELS}
+            self._levels = {name: _Level(name, root, options) for name in STORE_LEVELS}
         except OSError as err:  # e.g. a level directory replaced by a file
             self._warn_write(
                 f"cache directory {str(root)!r} cannot be written ({err}); running uncached."
             )
             self.path = None
-            self._levels = {name: _Level(name, None, {}) for name in LEVELS}
+            self._levels = {name: _Level(name, None, {}) for name in STORE_LEVELS}
 
     def __repr__(self) -> str:
         where = repr(str(self.path)) if self.path else "None"
-        extra = "" if self.levels == LEVELS else f", levels={self.levels!r}"
+        extra = "" if self.levels == STORE_LEVELS else f", levels={self.levels!r}"
         return f"CacheStore({where}{extra})"
 
     def caches(self, level: str) -> bool:
@@ -555,12 +566,12 @@ class CacheStore:
         return out
 
     def reduce_size(self, max_bytes: int | None = None) -> None:
-        """Evict least recently used entries so each level stays under a third of the bound."""
+        """Evict least recently used entries so each level stays under its share of the bound."""
         bound = max_bytes if max_bytes is not None else self.max_bytes
         if bound is None or self.path is None:
             return
         for lvl in self._levels.values():
-            lvl.memory.reduce_size(bytes_limit=max(bound // len(LEVELS), 1))
+            lvl.memory.reduce_size(bytes_limit=max(bound // len(STORE_LEVELS), 1))
 
     def clear(self) -> None:
         """Forget everything, on disk and in this process."""
@@ -581,16 +592,18 @@ def _check_levels(levels: Any) -> tuple[str, ...]:
     """``levels`` as a tuple in pipeline order, or a ValueError that shows the fix."""
     if isinstance(levels, str) or not isinstance(levels, Sequence | set | frozenset):
         raise TypeError(
-            f"'levels' must be a sequence of level names from {LEVELS}. Got levels={levels!r}; "
+            f"'levels' must be a sequence of level names from {STORE_LEVELS}. Got "
+            f"levels={levels!r}; "
             f"write e.g. levels=('compile',) for a cache like JAX's persistent cache."
         )
-    unknown = [lvl for lvl in levels if lvl not in LEVELS]
+    unknown = [lvl for lvl in levels if lvl not in STORE_LEVELS]
     if unknown:
         raise ValueError(
-            f"Valid options for 'levels' are subsets of {LEVELS}. Got levels={tuple(levels)!r} "
+            f"Valid options for 'levels' are subsets of {STORE_LEVELS}. Got "
+            f"levels={tuple(levels)!r} "
             f"instead (unknown: {unknown})."
         )
-    return tuple(lvl for lvl in LEVELS if lvl in levels)
+    return tuple(lvl for lvl in STORE_LEVELS if lvl in levels)
 
 
 # ------------------------------------------------------------ the entry body

@@ -13,7 +13,6 @@ batch size, and the graph says so (:attr:`ClusterGraph.symbolic` is ``False``,
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,36 +20,42 @@ import jax
 import numpy as np
 from jax.extend.core import ClosedJaxpr, Literal, Var
 
+from ..stages import pipeline
+from ..stages.signature import (
+    AXIS_OUT_OF_RANGE,
+    BAD_AXIS_TYPE,
+    BATCH_AXES_PREFIX,
+    BATCH_AXES_STRUCTURE,
+    BATCH_SIZES_DIFFER,
+    Signature,
+    common_batch_size,
+    leaf_batch_axes,
+)
 from .analysis import Axis, JaxprAnalysis, analyze
 from .cluster import build_clusters
 from .clustering import ClusterPlan, grow_clusters
-from .dims import BATCH_DIM, batch_dim, eqn_mentions_batch, pinned_batch_size
+from .dims import BATCH_DIM, eqn_mentions_batch, pinned_batch_size
 from .graph import ClusterGraph
 from .inline import inline_calls
 
-__all__ = ["BATCH_DIM", "GROWTHS", "arg_specs", "cluster_plan", "partition", "trace"]
+__all__ = [
+    "AXIS_OUT_OF_RANGE",
+    "BAD_AXIS_TYPE",
+    "BATCH_AXES_PREFIX",
+    "BATCH_AXES_STRUCTURE",
+    "BATCH_DIM",
+    "BATCH_SIZES_DIFFER",
+    "GROWTHS",
+    "arg_specs",
+    "cluster_plan",
+    "graph_from_jaxpr",
+    "partition",
+    "trace",
+]
 
 GROWTHS = ("gather", "plain")
 """Values of ``partition(..., growth=...)``: see :func:`cluster_plan`."""
 
-BATCH_AXES_STRUCTURE = (
-    "batch_axes must be an int, None, or a tuple with one entry per positional argument, each "
-    "an int, None or a pytree prefix of that argument (jax.vmap's in_axes convention). "
-    "Got batch_axes={batch_axes!r} for {n} argument(s). Fix: e.g. batch_axes=(None, 0) for "
-    "fn(params, x)."
-)
-BAD_AXIS_TYPE = (
-    "batch_axes entries must be int or None. Got {value!r} (type {type_name}) for {path}. "
-    "Fix: give an axis index, or None for an argument without a batch axis."
-)
-AXIS_OUT_OF_RANGE = (
-    "batch_axes gives axis {axis} for {path} of shape {shape}, out of range for its {ndim} "
-    "dimension(s). Fix: use an axis in [-{ndim}, {ndim}), or None for no batch axis."
-)
-BATCH_SIZES_DIFFER = (
-    "Batched arguments must share one batch size. Got {sizes}. Fix: pass arrays with the same "
-    "size on their batch axes, or set batch_axes=None for arguments that are not batched."
-)
 NO_BATCHED_ARGUMENT = (
     "batch_axes={batch_axes!r} gives no argument a batch axis, so there is nothing to split. "
     "Fix: give the batched inputs an axis, e.g. batch_axes=(None, 0) for fn(params, x)."
@@ -94,33 +99,6 @@ def _is_array(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, *_SCALARS))
 
 
-def _flat_axes(batch_axes: Any, args: tuple[Any, ...]) -> list[Any]:
-    """Broadcast the ``batch_axes`` prefix to one entry per argument leaf."""
-    if batch_axes is None or isinstance(batch_axes, numbers.Integral):
-        return [batch_axes] * len(jax.tree.leaves(args))
-    if not isinstance(batch_axes, tuple | list) or len(batch_axes) != len(args):
-        raise ValueError(BATCH_AXES_STRUCTURE.format(batch_axes=batch_axes, n=len(args)))
-    out: list[Any] = []
-    for prefix, arg in zip(batch_axes, args, strict=True):
-        try:
-            per_leaf = jax.tree.map(
-                lambda a, sub: [a] * len(jax.tree.leaves(sub)),
-                prefix,
-                arg,
-                is_leaf=lambda x: x is None,
-            )
-        except (ValueError, TypeError):
-            raise ValueError(
-                BATCH_AXES_STRUCTURE.format(batch_axes=batch_axes, n=len(args))
-            ) from None
-        out.extend(
-            a
-            for chunk in jax.tree.leaves(per_leaf, is_leaf=lambda x: isinstance(x, list))
-            for a in chunk
-        )
-    return out
-
-
 def normalize_batch_axes(args: tuple[Any, ...], batch_axes: Any) -> tuple[list[Axis], int]:
     """One non-negative axis (or ``None``) per argument leaf, and the batch size.
 
@@ -129,33 +107,23 @@ def normalize_batch_axes(args: tuple[Any, ...], batch_axes: Any) -> tuple[list[A
         argument, a batch of fewer than 2 samples, or a non-array argument.
     """
     paths_leaves = jax.tree_util.tree_flatten_with_path(args)[0]
-    paths = [f"example_args{jax.tree_util.keystr(p)}" for p, _ in paths_leaves]
-    for path, (_, leaf) in zip(paths, paths_leaves, strict=True):
+    for p, leaf in paths_leaves:
         if not _is_array(leaf):
+            path = f"example_args{jax.tree_util.keystr(p)}"
             raise ValueError(NON_ARRAY_ARGUMENT.format(path=path, type_name=type(leaf).__name__))
-    flat = _flat_axes(batch_axes, args)
-    axes: list[Axis] = []
-    sizes: dict[str, int] = {}
-    for path, (_, leaf), a in zip(paths, paths_leaves, flat, strict=True):
-        if a is not None and (not isinstance(a, numbers.Integral) or isinstance(a, bool)):
-            raise ValueError(BAD_AXIS_TYPE.format(value=a, type_name=type(a).__name__, path=path))
-        shape = np.shape(leaf)
-        if a is not None and not -len(shape) <= int(a) < len(shape):
-            raise ValueError(
-                AXIS_OUT_OF_RANGE.format(axis=a, path=path, shape=shape, ndim=len(shape))
-            )
-        axis = None if a is None else int(a) % len(shape)
-        axes.append(axis)
-        if axis is not None:
-            sizes[path] = shape[axis]
+    shapes = [tuple(np.shape(leaf)) for _, leaf in paths_leaves]
+    # The one normaliser cached_jit uses too (stages.signature), naming example_args.
+    axes, paths = leaf_batch_axes(batch_axes, args, shapes, what="example_args")
+    common_batch_size(axes, shapes, paths)
+    sizes = {
+        path: shape[a] for path, a, shape in zip(paths, axes, shapes, strict=True) if a is not None
+    }
     if not sizes:
         raise ValueError(NO_BATCHED_ARGUMENT.format(batch_axes=batch_axes))
-    if len(set(sizes.values())) > 1:
-        raise ValueError(BATCH_SIZES_DIFFER.format(sizes=sizes))
     path, size = next(iter(sizes.items()))
     if size < 2:
         raise ValueError(BATCH_TOO_SMALL.format(size=size, path=path))
-    return axes, size
+    return list(axes), size
 
 
 def _spec(x: Any) -> jax.ShapeDtypeStruct:
@@ -182,15 +150,38 @@ def trace(
     the batch because it happens to have the same size. Without, the jaxpr has
     the arguments' concrete shapes.
 
+    The trace is ``cached_jit``'s trace stage (:func:`~mlcache_lab.stages.pipeline.run_trace`):
+    one tracer for both halves of the toolkit.
+
     Raises:
       whatever ``fn`` raises while tracing; symbolically, typically
       ``InconclusiveDimensionOperation`` or a shape ``TypeError``.
     """
-    leaves, in_tree = jax.tree.flatten(args)
-    out_tree_box: list[Any] = []
+    art = pipeline.run_trace(_checking_outputs(fn), trace_signature(args, in_axes), bool(in_axes))
+    return inline_calls(art.jaxpr), jax.tree.structure(args), art.out_tree
 
-    def flat_fn(*flat: Any) -> list[Any]:
-        out = fn(*jax.tree.unflatten(in_tree, flat))
+
+def trace_signature(args: tuple[Any, ...], in_axes: Sequence[Axis] | None) -> Signature:
+    """The trace stage's :class:`Signature` of argument specs (no statics, no keywords)."""
+    leaves = [_spec(x) for x in jax.tree.leaves(args)]
+    avals = tuple(core_aval(s) for s in leaves)
+    axes = tuple(in_axes) if in_axes is not None else (None,) * len(leaves)
+    sizes = {s.shape[a] for s, a in zip(leaves, axes, strict=True) if a is not None}
+    return Signature(
+        leaves, jax.tree.structure((tuple(args), {})), avals, axes, min(sizes, default=None), (), ()
+    )
+
+
+def core_aval(spec: jax.ShapeDtypeStruct) -> Any:
+    """The ``ShapedArray`` of a spec."""
+    return jax.core.ShapedArray(spec.shape, spec.dtype, weak_type=spec.weak_type)
+
+
+def _checking_outputs(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, raising :data:`NON_ARRAY_OUTPUT` (naming the output) for a non-array output."""
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
         for p, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
             if not _is_array(leaf):
                 raise ValueError(
@@ -198,23 +189,10 @@ def trace(
                         path=f"output{jax.tree_util.keystr(p)}", type_name=type(leaf).__name__
                     )
                 )
-        out_leaves, out_tree = jax.tree.flatten(out)
-        out_tree_box.append(out_tree)
-        return out_leaves
+        return out
 
-    specs = [_spec(x) for x in leaves]
-    if in_axes is not None:
-        batch = batch_dim()
-        specs = [
-            s
-            if a is None
-            else jax.ShapeDtypeStruct(
-                (*s.shape[:a], batch, *s.shape[a + 1 :]), s.dtype, weak_type=s.weak_type
-            )
-            for s, a in zip(specs, in_axes, strict=True)
-        ]
-    closed = jax.make_jaxpr(flat_fn)(*specs)
-    return inline_calls(closed), in_tree, out_tree_box[0]
+    checked.__name__ = getattr(fn, "__name__", type(fn).__name__)
+    return checked
 
 
 def cluster_plan(
@@ -372,8 +350,34 @@ def build_graph(
     if traced is None:
         traced = trace(fn, specs)
     closed, in_tree, out_tree = traced
-    analysis = analyze(closed.jaxpr, in_axes, const_axes=[None] * len(closed.jaxpr.constvars))
-    plan = cluster_plan(closed, analysis, min_cluster_size, growth)
+    return graph_from_jaxpr(
+        fn, specs, closed, in_tree, out_tree, in_axes, batch_size, min_cluster_size, growth, reason
+    )
+
+
+def graph_from_jaxpr(
+    fn: Callable[..., Any] | None,
+    specs: tuple[Any, ...] | None,
+    closed: ClosedJaxpr,
+    in_tree: Any,
+    out_tree: Any,
+    in_axes: Sequence[Axis],
+    batch_size: int,
+    min_cluster_size: int = 1,
+    growth: str = "gather",
+    symbolic_reason: str = "",
+    analysis: JaxprAnalysis | None = None,
+    plan: ClusterPlan | None = None,
+) -> ClusterGraph:
+    """The graph of a traced jaxpr (calls inlined): analysed and clustered, unless given.
+
+    ``analysis`` and ``plan`` come from the ``partition`` cache level, when
+    ``batched_jit`` rebuilds a graph it partitioned in another process.
+    """
+    if analysis is None:
+        analysis = analyze(closed.jaxpr, in_axes, const_axes=[None] * len(closed.jaxpr.constvars))
+    if plan is None:
+        plan = cluster_plan(closed, analysis, min_cluster_size, growth)
     clusters = build_clusters(closed, analysis, plan, batch_size)
     return ClusterGraph(
         jaxpr=closed,
@@ -389,8 +393,8 @@ def build_graph(
         growth=growth,
         name=getattr(fn, "__name__", type(fn).__name__),
         analysis=analysis,
-        symbolic=not reason,
-        symbolic_reason=reason,
+        symbolic=not symbolic_reason,
+        symbolic_reason=symbolic_reason,
         fn=fn,
         arg_specs=specs,
         declared_batch_axes=tuple(in_axes),

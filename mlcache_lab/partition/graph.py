@@ -190,6 +190,7 @@ class ClusterGraph:
         return self._resized[batch_size]
 
     def _repartition(self, batch_size: int) -> ClusterGraph:
+        from ..stages.signature import with_batch_dim
         from .api import build_graph  # the api builds graphs
 
         if self.fn is None or self.arg_specs is None:
@@ -199,10 +200,8 @@ class ClusterGraph:
             )
         leaves, tree = jax.tree.flatten(self.arg_specs)
         specs = [
-            s
-            if a is None
-            else jax.ShapeDtypeStruct(
-                (*s.shape[:a], batch_size, *s.shape[a + 1 :]), s.dtype, weak_type=s.weak_type
+            jax.ShapeDtypeStruct(
+                with_batch_dim(s.shape, a, batch_size), s.dtype, weak_type=s.weak_type
             )
             for s, a in zip(leaves, self.declared_batch_axes, strict=True)
         ]

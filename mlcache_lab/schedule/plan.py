@@ -23,7 +23,7 @@ import dataclasses
 import html
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -37,10 +37,17 @@ from ..stages.cached_function import CachedFunction, cached_jit
 from .policies import Chunk, split_batch, validate
 from .reference import ReferenceFunction
 from .rounds import combine, size_values
-from .segments import Segment, build_segments
+from .segments import (
+    Boundary,
+    Segment,
+    SegmentSet,
+    build_segments,
+    segment_flavour,
+    variable_slots,
+)
 from .timeline import Compilation, Execution, Timeline
 
-__all__ = ["Plan", "schedule"]
+__all__ = ["Plan", "plan_segments", "schedule"]
 
 NOT_SYMBOLIC = (
     "policy={policy!r} splits the batch, which needs a graph traced with a symbolic batch "
@@ -52,69 +59,56 @@ BAD_FUSE = (
     "'fuse' must be True (fuse adjacent clusters that run alike into one segment) or False "
     "(a segment per cluster). Got fuse={value!r}."
 )
+NO_GRAPH_FOR_REFERENCE = (
+    "This plan was made from segments read from the cache (a warm batched_jit), without its "
+    "cluster graph, and reference_values are keyed by the graph's variables. Fix: schedule "
+    "the graph itself, bf.graph.schedule(batch_size=..., ...).reference_values(*args)."
+)
 WRONG_BATCH = (
     "This plan is for batch_size={planned}, but the arguments have {got} samples. "
     "Fix: make a plan for it, g.schedule(batch_size={got}, ...), or use mcl.batched_jit."
 )
 
 
-class _Executor:
-    """Per graph and store: the segments of each policy and their cached functions."""
-
-    def __init__(self, graph: ClusterGraph, store: CacheStore | None) -> None:
-        self.graph, self.store = graph, store
-        self._segments: dict[tuple[str, bool], list[Segment]] = {}
-        # By the segment itself (kept in _segments): fused and unfused segments share indices.
-        self._functions: dict[tuple[Segment, int | None], CachedFunction] = {}
-
-    def segments(self, policy: str, fuse: bool = True) -> list[Segment]:
-        if (policy, fuse) not in self._segments:
-            self._segments[policy, fuse] = build_segments(self.graph, policy, fuse)
-        return self._segments[policy, fuse]
-
-    def function(self, policy: str, segment: Segment, device: Any) -> CachedFunction:
-        key = (segment, None if device is None else device.id)
-        f = self._functions.get(key)
-        if f is None:
-            f = cached_jit(
-                segment.program,
-                store=self.store,
-                batch_axes=segment.batch_axes
-                if any(a is not None for a in segment.batch_axes)
-                else None,
-                device=device,
-            )
-            self._functions[key] = f
-        return f
+def segment_function(
+    segments: SegmentSet, segment: Segment, device: Any, store: CacheStore | None
+) -> CachedFunction:
+    """The ``cached_jit`` of ``segment``'s program on ``device`` (made once per set)."""
+    key = (segment.index, None if device is None else device.id)
+    f = segments.functions.get(key)
+    if f is None:
+        f = cached_jit(
+            segment.program,
+            store=store,
+            batch_axes=segment.batch_axes
+            if any(a is not None for a in segment.batch_axes)
+            else None,
+            device=device,
+        )
+        segments.functions[key] = f
+    return f
 
 
-class _ReferenceExecutor(_Executor):
-    """The reference mode: each segment's program evaluated uncompiled (see :mod:`.reference`).
-
-    Made afresh for every reference run: nothing outlives it, nothing is stored.
-    """
-
-    def __init__(self, graph: ClusterGraph) -> None:
-        super().__init__(graph, None)
-        self._programs: dict[int, ReferenceFunction] = {}
-
-    def function(self, policy: str, segment: Segment, device: Any) -> Any:
-        if segment.index not in self._programs:
-            self._programs[segment.index] = ReferenceFunction(segment.program, segment.batch_axes)
-        return self._programs[segment.index]
+# A segment's callable on a device: its cached_jit for run(), a ReferenceFunction for reference().
+SegmentFunction = Callable[[Segment, Any], Any]
 
 
-_EXECUTORS: weakref.WeakKeyDictionary[ClusterGraph, dict[int, _Executor]] = (
+# Per graph and store, the segments of each policy flavour: plans for every batch size
+# of one graph share them, and with them the executables they loaded.
+_SEGMENTS: weakref.WeakKeyDictionary[ClusterGraph, dict[tuple[int, str, bool], SegmentSet]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _executor(graph: ClusterGraph, store: CacheStore | None) -> _Executor:
-    per_store = _EXECUTORS.setdefault(graph, {})
-    key = id(store)
-    if key not in per_store:
-        per_store[key] = _Executor(graph, store)
-    return per_store[key]
+def graph_segments(
+    graph: ClusterGraph, policy: str, store: CacheStore | None, fuse: bool = True
+) -> SegmentSet:
+    """``graph``'s segments for ``policy`` (built once per graph, store, flavour and fusing)."""
+    per_graph = _SEGMENTS.setdefault(graph, {})
+    key = (id(store), segment_flavour(policy), fuse)
+    if key not in per_graph:
+        per_graph[key] = build_segments(graph, policy, fuse)
+    return per_graph[key]
 
 
 @dataclasses.dataclass
@@ -122,15 +116,19 @@ class Plan:
     """A graph's execution queue scheduled for ``batch_size`` samples.
 
     Attributes:
-      graph: the :class:`~mlcache_lab.partition.ClusterGraph`.
+      graph: the :class:`~mlcache_lab.partition.ClusterGraph`, or ``None`` for a
+        plan made from segments read from the cache (``batched_jit``'s warm
+        path: the graph is not decoded; ``BatchedFunction.graph`` decodes it).
       batch_size, policy, micro_batch, bucket_sizes: the schedule's arguments.
       chunks: how split segments cut the batch (:class:`~.policies.Chunk`).
       segments: the fused runs of the queue, in order.
       devices: devices split segments use (one unless ``policy="devices"``).
       timeline: the last run's :class:`~.timeline.Timeline` (None before a run).
+      segment_set: the segments with the graph's :class:`~.segments.Boundary`
+        and their cached functions (default: the graph's, for this policy).
     """
 
-    graph: ClusterGraph
+    graph: ClusterGraph | None
     batch_size: int
     policy: str
     micro_batch: int
@@ -140,6 +138,18 @@ class Plan:
     devices: list[Any]
     store: CacheStore | None = None
     timeline: Timeline | None = None
+    segment_set: SegmentSet = dataclasses.field(default=None, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.segment_set is None:
+            if self.graph is None:
+                raise ValueError("a Plan needs its graph or its segment_set")
+            self.segment_set = graph_segments(self.graph, self.policy, self.store)
+
+    @property
+    def boundary(self) -> Boundary:
+        """The graph's inputs, constants and outputs by slot."""
+        return self.segment_set.boundary
 
     # ---------------------------------------------------------------- running
     def run(self, *args: Any) -> Any:
@@ -148,9 +158,12 @@ class Plan:
         Returns the function's outputs (allclose to ``fn(*args)``); the record of
         what ran is in :attr:`timeline`.
         """
-        env, timeline = self._execute(_executor(self.graph, self.store), args)
+        segment_set, store = self.segment_set, self.store
+        env, timeline = self._execute(
+            lambda segment, device: segment_function(segment_set, segment, device, store), args
+        )
         self.timeline = timeline
-        return self.graph.outputs(env)
+        return self.boundary.outputs(env)
 
     def reference(self, *args: Any) -> Any:
         """Execute the plan uncompiled: the oracle :meth:`run` is tested against.
@@ -160,7 +173,8 @@ class Plan:
         :mod:`.reference`): no store, no compiled segment. :attr:`timeline` is
         left as the last :meth:`run` made it.
         """
-        return self.graph.outputs(self.reference_values(*args))
+        env, _ = self._execute(_reference_functions(), args)
+        return self.boundary.outputs(env)
 
     def reference_values(self, *args: Any) -> dict[Var, Any]:
         """Like :meth:`reference`, but the value of every variable a segment reads or makes.
@@ -168,16 +182,23 @@ class Plan:
         Keyed by the graph's jaxpr variables (its inputs and constants too).
         Under ``schedule(..., fuse=False)`` every cluster is a segment, so this
         holds every cluster's inputs and outputs.
+
+        Raises:
+          ValueError: the plan has no graph (:data:`NO_GRAPH_FOR_REFERENCE`).
         """
-        env, _ = self._execute(_ReferenceExecutor(self.graph), args)
-        return env
+        if self.graph is None:
+            raise ValueError(NO_GRAPH_FOR_REFERENCE)
+        env, _ = self._execute(_reference_functions(), args)
+        var_of = {slot: v for v, slot in variable_slots(self.graph).items()}
+        return {var_of[slot]: value for slot, value in env.items()}
 
     def _execute(
-        self, executor: _Executor, args: tuple[Any, ...]
-    ) -> tuple[dict[Var, Any], Timeline]:
-        graph = self.graph
-        env = graph.initial_values(*args)
-        got = graph.batch_size_of(*args)
+        self, function: SegmentFunction, args: tuple[Any, ...]
+    ) -> tuple[dict[int, Any], Timeline]:
+        """Run every segment; the value of every slot read or made, and the timeline."""
+        boundary = self.boundary
+        env = boundary.initial_values(*args)
+        got = boundary.batch_size_of(*args)
         if got != self.batch_size:
             raise ValueError(WRONG_BATCH.format(planned=self.batch_size, got=got))
         timeline = Timeline()
@@ -185,18 +206,23 @@ class Plan:
         for segment in self.segments:
             inputs = [env[v] for v in segment.inputs]
             if segment.mode == "split":
-                outs = self._run_split(executor, segment, inputs, timeline, t0)
+                outs = self._run_split(function, segment, inputs, timeline, t0)
             else:
-                outs = self._run_whole(executor, segment, inputs, timeline, t0)
+                outs = self._run_whole(function, segment, inputs, timeline, t0)
             env.update(zip(segment.outputs, outs, strict=True))
-        jax.block_until_ready(graph.outputs(env))
+        jax.block_until_ready(boundary.outputs(env))
         timeline.total_seconds = time.perf_counter() - t0
         return env, timeline
 
     def _call(
-        self, executor: _Executor, segment: Segment, device: Any, args: list[Any], run_size: int
+        self,
+        function: SegmentFunction,
+        segment: Segment,
+        device: Any,
+        args: list[Any],
+        run_size: int,
     ) -> tuple[list[Any], Compilation | None]:
-        f = executor.function(self.policy, segment, device)
+        f = function(segment, device)
         outs = f(*args)
         report = f.last_report
         compilation = None
@@ -213,7 +239,7 @@ class Plan:
 
     def _run_whole(
         self,
-        executor: _Executor,
+        function: SegmentFunction,
         segment: Segment,
         inputs: list[Any],
         timeline: Timeline,
@@ -222,10 +248,10 @@ class Plan:
         args = inputs
         if segment.carrier:
             args = [np.zeros((self.batch_size,), np.int8), *inputs]
-        if segment.size_vars:  # B as a value, so the program compiles once
+        if segment.size_dims:  # B as a value, so the program compiles once
             args = [*args, *size_values(segment, self.batch_size)]
         start = time.perf_counter() - t0
-        outs, compilation = self._call(executor, segment, None, args, self.batch_size)
+        outs, compilation = self._call(function, segment, None, args, self.batch_size)
         jax.block_until_ready(outs)
         timeline.executions.append(
             Execution(
@@ -246,7 +272,7 @@ class Plan:
 
     def _run_split(
         self,
-        executor: _Executor,
+        function: SegmentFunction,
         segment: Segment,
         inputs: list[Any],
         timeline: Timeline,
@@ -268,7 +294,7 @@ class Plan:
             if segment.masked:  # the real rows (per chunk: never cached per device)
                 args.append(np.asarray(chunk.size, np.int32))
             start = time.perf_counter() - t0
-            outs, compilation = self._call(executor, segment, device, args, chunk.run_size)
+            outs, compilation = self._call(function, segment, device, args, chunk.run_size)
             end = None
             if not spread:  # one device: each chunk's end is when its results are ready
                 jax.block_until_ready(outs)
@@ -363,7 +389,7 @@ class Plan:
                 masked = ", padded rows masked" if s.masked and pad else ""
                 line = f"round {s.round}: {line}, then combine ({combined}){masked}"
             return line
-        if s.mode == "once" and s.size_vars:
+        if s.mode == "once" and s.size_dims:
             return "once   1x (reads B as a value, passed in: compiled once for every batch size)"
         if s.mode == "once":
             return "once   1x (batch-invariant, compiled once for every batch size)"
@@ -371,14 +397,14 @@ class Plan:
 
     def __repr__(self) -> str:
         head = (
-            f"Plan({self.graph.name}: batch_size={self.batch_size}, policy={self.policy!r}"
+            f"Plan({self.boundary.name}: batch_size={self.batch_size}, policy={self.policy!r}"
             + (f", micro_batch={self.micro_batch}" if self.policy in ("chunk", "devices") else "")
             + (
                 f", buckets={self.bucket_sizes or 'powers of two'}"
                 if self.policy == "buckets"
                 else ""
             )
-            + f"): {len(self.segments)} segments from {len(self.graph.clusters)} clusters"
+            + f"): {len(self.segments)} segments from {self.boundary.n_clusters} clusters"
         )
         lines = [head]
         for s in self.segments:
@@ -403,6 +429,12 @@ class Plan:
         )
 
 
+def _is_key(x: Any) -> bool:
+    """A typed PRNG key array: NumPy cannot hold one, so its glue stays in JAX."""
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
 def _on_host() -> bool:
     """Glue (slicing, padding, concatenation) runs in NumPy on a CPU backend.
 
@@ -411,12 +443,6 @@ def _on_host() -> bool:
     CPU, NumPy views and copies of the same buffers cost no compilation.
     """
     return jax.default_backend() == "cpu"
-
-
-def _is_key(x: Any) -> bool:
-    """A typed PRNG key array: NumPy cannot hold one, so its glue stays in JAX."""
-    dtype = getattr(x, "dtype", None)
-    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
 
 
 def _take(x: Any, axis: int | None, chunk: Chunk) -> Any:
@@ -463,6 +489,18 @@ def _assemble(parts: Sequence[Any], axis: int | None, chunks: Sequence[Chunk], h
     return jnp.concatenate(pieces, axis=axis)
 
 
+def _reference_functions() -> SegmentFunction:
+    """A fresh reference callable per segment (one per run: nothing outlives it)."""
+    made: dict[int, ReferenceFunction] = {}
+
+    def function(segment: Segment, device: Any) -> ReferenceFunction:
+        if segment.index not in made:
+            made[segment.index] = ReferenceFunction(segment.program, segment.batch_axes)
+        return made[segment.index]
+
+    return function
+
+
 def schedule(
     graph: ClusterGraph,
     batch_size: int,
@@ -502,12 +540,33 @@ def schedule(
         if policy != "whole":
             raise ValueError(NOT_SYMBOLIC.format(reason=graph.symbolic_reason, policy=policy))
         graph = graph.at_batch_size(batch_size)  # traced again at this size
+    segment_set = graph_segments(graph, policy, store, fuse)
+    return plan_segments(
+        segment_set, batch_size, policy, micro_batch, bucket_sizes, devices, store, graph
+    )
+
+
+def plan_segments(
+    segment_set: SegmentSet,
+    batch_size: int,
+    policy: str,
+    micro_batch: int,
+    bucket_sizes: Sequence[int] | None,
+    devices: Sequence[Any] | None,
+    store: CacheStore | None,
+    graph: ClusterGraph | None = None,
+) -> Plan:
+    """A :class:`Plan` of segments already built (or read from the ``segments`` level).
+
+    Raises:
+      ValueError: as :func:`schedule`.
+    """
+    validate(batch_size, policy, micro_batch, bucket_sizes)
     chunks = split_batch(batch_size, policy, micro_batch, bucket_sizes)
     if devices is None:
         devices = jax.devices() if policy == "devices" else jax.devices()[:1]
     elif not devices:
         raise ValueError("'devices' must name at least one device, e.g. devices=jax.devices().")
-    segments = _executor(graph, store).segments(policy, fuse)
     return Plan(
         graph,
         batch_size,
@@ -515,7 +574,8 @@ def schedule(
         micro_batch,
         tuple(bucket_sizes) if bucket_sizes is not None else None,
         chunks,
-        segments,
+        segment_set.segments,
         list(devices),
         store,
+        segment_set=segment_set,
     )

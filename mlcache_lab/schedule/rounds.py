@@ -101,9 +101,9 @@ def size_only(jaxpr: Jaxpr) -> bool:
 def size_values(segment: Any, batch_size: int) -> list[np.ndarray]:
     """The values of a segment's ``dim_as_value`` inputs (``B``, ``3*B``) at ``batch_size``."""
     out = []
-    for v, dim in zip(segment.size_vars, segment.size_dims, strict=True):
+    for dtype, dim in zip(segment.size_dtypes, segment.size_dims, strict=True):
         value = evaluate_dim(dim, {BATCH_DIM: batch_size}) if is_symbolic(dim) else dim
-        out.append(np.asarray(value, getattr(v.aval, "dtype", np.int32)))
+        out.append(np.asarray(value, dtype))
     return out
 
 

@@ -30,6 +30,13 @@ A segment's program is a ``ClosedJaxpr`` cut out of the graph's (symbolic)
 jaxpr. It is handed to :func:`mlcache_lab.cached_jit` as a
 :class:`SegmentProgram`, which the trace stage takes as already traced and
 which fingerprints itself by its program text, so every level is cached.
+
+Segments refer to the graph's values by *slot*: a number per variable of the
+graph's jaxpr (its constants, then its inputs, then every equation's outputs,
+in order). With a :class:`Boundary` (the graph's inputs, constants and
+outputs by slot) they are all a plan needs: :class:`SegmentSet` is what the
+``segments`` cache level stores, so a warm ``batched_jit`` runs without the
+graph's jaxpr; each program is decoded only if its own levels miss.
 """
 
 from __future__ import annotations
@@ -39,17 +46,26 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
+from jax import export as jax_export
 from jax.core import ShapedArray
 from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, Literal, Var, jaxpr_as_fun
 
+from ..cache.jaxpr_codec import decode_jaxpr, encode_jaxpr
 from ..cache.keys import digest
 from ..jax_internals import symbolic_scope
-from ..partition.dims import batch_dim, is_batch_dim, is_symbolic, jaxpr_mentions_batch
-from ..partition.graph import ClusterGraph
+from ..partition.dims import (
+    batch_dim,
+    is_batch_dim,
+    is_symbolic,
+    jaxpr_mentions_batch,
+    shape_text,
+)
+from ..partition.graph import CONCRETE_GRAPH, WRONG_ARGS, ClusterGraph
 from .rounds import Combine, cut_rounds, partial_program, size_only
 
-__all__ = ["MODES", "Segment", "SegmentProgram", "build_segments"]
+__all__ = ["MODES", "Boundary", "Segment", "SegmentProgram", "SegmentSet", "build_segments"]
 
 MODES = ("split", "whole", "once")
 
@@ -59,15 +75,48 @@ class SegmentProgram:
 
     ``__mlcache_jaxpr__`` lets ``cached_jit`` skip tracing;
     ``__mlcache_fingerprint__`` keys the trace level on the program itself.
+    A program read from the ``segments`` level holds its encoded jaxpr and its
+    fingerprint: the jaxpr is decoded on first use, which a warm call (its
+    executable found by chain key) never makes.
     """
 
-    def __init__(self, jaxpr: ClosedJaxpr, name: str) -> None:
-        self.__mlcache_jaxpr__ = jaxpr
+    def __init__(
+        self,
+        jaxpr: ClosedJaxpr | None,
+        name: str,
+        *,
+        encoded: bytes | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        if jaxpr is None and encoded is None:
+            raise ValueError("a SegmentProgram needs its jaxpr or its encoded jaxpr")
+        self._jaxpr, self._encoded = jaxpr, encoded
+        self._fingerprint = fingerprint
         self.__name__ = self.__qualname__ = name
         self.__module__ = "mlcache_lab.schedule"
 
+    @property
+    def __mlcache_jaxpr__(self) -> ClosedJaxpr:
+        if self._jaxpr is None:
+            assert self._encoded is not None  # one of the two is always there (__init__)
+            self._jaxpr = decode_jaxpr(self._encoded)
+        return self._jaxpr
+
+    @property
+    def decoded(self) -> bool:
+        """Whether the jaxpr is in memory (built here, or decoded since)."""
+        return self._jaxpr is not None
+
     def __mlcache_fingerprint__(self) -> str:
-        return digest(str(self.__mlcache_jaxpr__.jaxpr))
+        if self._fingerprint is None:
+            self._fingerprint = digest(str(self.__mlcache_jaxpr__.jaxpr))
+        return self._fingerprint
+
+    def encode(self) -> bytes:
+        """The program's jaxpr in the trace level's codec (raises ``JaxprCodecError``)."""
+        if self._encoded is None:
+            self._encoded = encode_jaxpr(self.__mlcache_jaxpr__)
+        return self._encoded
 
     def __call__(self, *leaves: Any) -> list[Any]:
         return list(jaxpr_as_fun(self.__mlcache_jaxpr__)(*leaves))
@@ -81,8 +130,9 @@ class Segment:
       index: position in the plan.
       clusters: the cluster ids, in queue order.
       mode: ``"split"``, ``"whole"`` or ``"once"``.
-      inputs: graph variables read (the program takes the carrier before them).
-      outputs: graph variables made here and read later or returned.
+      inputs: slots of the graph values read (the program takes the carrier
+        before them); see :class:`Boundary`.
+      outputs: slots of the graph values made here and read later or returned.
       in_axes: batch axis of each input (an exact ``B`` dimension) or None.
       out_axes: batch axis of each output or None.
       carrier: True when the program's first input is a ``[B]`` int8 array that
@@ -92,32 +142,34 @@ class Segment:
         not a reduction); empty for other segments.
       masked: the program takes the chunk's number of real rows as a last
         ``int32[]`` input and keeps padded rows out of its reductions.
-      size_vars: ``dim_as_value`` outputs the program takes as inputs (after
-        :attr:`inputs`), fed at run time with :attr:`size_dims` evaluated at
-        the true batch size.
-      size_dims: the dimension expression (``B``, ``3*B``) of each size var.
+      size_dims: the dimension expression (``B``, ``3*B``) of each
+        ``dim_as_value`` the program takes as an input (after :attr:`inputs`),
+        fed at run time with the expression evaluated at the true batch size.
+      size_dtypes: the dtype of each of those inputs.
       round: for a round, its number among the plan's rounds (from 0).
+
+    New fields take defaults, so the dataclass grows without breaking callers.
     """
 
     index: int
     clusters: tuple[int, ...]
     mode: str
-    inputs: tuple[Var, ...]
-    outputs: tuple[Var, ...]
+    inputs: tuple[Any, ...]
+    outputs: tuple[Any, ...]
     in_axes: tuple[int | None, ...]
     out_axes: tuple[int | None, ...]
     carrier: bool
     program: SegmentProgram
     combines: tuple[Combine | None, ...] = ()
     masked: bool = False
-    size_vars: tuple[Var, ...] = ()
     size_dims: tuple[Any, ...] = ()
+    size_dtypes: tuple[Any, ...] = ()
     round: int | None = None
 
     @property
     def batch_axes(self) -> tuple[int | None, ...]:
         """``cached_jit``'s ``batch_axes`` for the program (carrier included)."""
-        extra = (None,) * (len(self.size_vars) + self.masked)
+        extra = (None,) * (len(self.size_dims) + self.masked)
         return ((0,) if self.carrier else ()) + self.in_axes + extra
 
 
@@ -187,12 +239,46 @@ def fusing_order(graph: ClusterGraph, modes: dict[int, str]) -> list[int]:
     return order
 
 
-def build_segments(graph: ClusterGraph, policy: str, fuse: bool = True) -> list[Segment]:
+def build_segments(graph: ClusterGraph, policy: str, fuse: bool = True) -> SegmentSet:
     """Fuse clusters that run the same way, in a fusing topological order, into segments.
 
+    Returns the segments (reading and writing slots) with the graph's :class:`Boundary`.
     With ``fuse=False`` every cluster is a segment of its own (the reference
     oracle's view: every cluster's inputs and outputs are segment boundaries).
     """
+    slots = variable_slots(graph)
+    segments = [
+        dataclasses.replace(
+            seg,
+            inputs=tuple(slots[v] for v in seg.inputs),
+            outputs=tuple(slots[v] for v in seg.outputs),
+        )
+        for seg in _segments_by_variable(graph, policy, fuse)
+    ]
+    return SegmentSet(Boundary.of(graph, slots), segments)
+
+
+def segment_flavour(policy: str) -> str:
+    """What of ``policy`` decides the segment programs (the ``segments`` level's key).
+
+    ``whole`` runs the queue as one segment; the others split batched work,
+    and ``chunk``/``devices`` mask padded rows out of reductions, ``buckets``
+    (no padding) does not. Chunk and bucket sizes only decide compilations.
+    """
+    if policy == "whole":
+        return "one whole segment"
+    masked = policy in ("chunk", "devices")
+    return "split, padded rows masked" if masked else "split, no padding"
+
+
+def variable_slots(graph: ClusterGraph) -> dict[Var, int]:
+    """Every variable of the graph's jaxpr by slot: constants, inputs, then equation outputs."""
+    jaxpr = graph.jaxpr.jaxpr
+    order = [*jaxpr.constvars, *jaxpr.invars, *(v for e in jaxpr.eqns for v in e.outvars)]
+    return {v: i for i, v in enumerate(order)}
+
+
+def _segments_by_variable(graph: ClusterGraph, policy: str, fuse: bool) -> list[Segment]:
     modes = {cid: _cluster_mode(graph, cid, policy) for cid in graph.queue}
     runs: list[tuple[str, list[int]]] = []
     for cid in fusing_order(graph, modes):
@@ -259,8 +345,8 @@ def _with_size_inputs(segment: Segment) -> Segment:
         segment,
         program=program,
         carrier=False,
-        size_vars=sizes,
         size_dims=tuple(e.params["dim"] for e in made),
+        size_dtypes=tuple(np.dtype(v.aval.dtype) for v in sizes),
     )
 
 
@@ -330,3 +416,196 @@ def _read_outside(graph: ClusterGraph, members: frozenset[int]) -> set[Var]:
         if i not in members:
             out.update(reads)
     return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Boundary:
+    """A graph's inputs, constants and outputs by slot: where a plan's run starts and ends.
+
+    Attributes:
+      name: the function's name.
+      n_clusters: the graph's number of clusters (for display).
+      in_tree, out_tree: the argument and output tree structures.
+      in_batch_axes: batch axis of each flat argument.
+      in_shapes: each flat argument's shape, ``None`` where it is the batch.
+      batch_size: the example batch size (the only one of a concrete graph).
+      symbolic, symbolic_reason: as :class:`~mlcache_lab.partition.ClusterGraph`'s.
+      consts: ``(slot, value)`` of the jaxpr's constants.
+      output_slots: per flat output, its slot, or ``("literal", value)``.
+    """
+
+    name: str
+    n_clusters: int
+    in_tree: Any
+    out_tree: Any
+    in_batch_axes: tuple[int | None, ...]
+    in_shapes: tuple[tuple[int | None, ...], ...]
+    batch_size: int
+    symbolic: bool
+    symbolic_reason: str
+    consts: tuple[tuple[int, Any], ...]
+    output_slots: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, graph: ClusterGraph, slots: dict[Var, int]) -> Boundary:
+        jaxpr = graph.jaxpr.jaxpr
+        return cls(
+            graph.name,
+            len(graph.clusters),
+            graph.in_tree,
+            graph.out_tree,
+            tuple(graph.in_batch_axes),
+            tuple(
+                tuple(None if is_symbolic(d) else int(d) for d in v.aval.shape)
+                for v in jaxpr.invars
+            ),
+            graph.batch_size,
+            graph.symbolic,
+            graph.symbolic_reason,
+            tuple(
+                (slots[v], np.asarray(c))
+                for v, c in zip(jaxpr.constvars, graph.jaxpr.consts, strict=True)
+            ),
+            tuple(
+                ("literal", v.val) if isinstance(v, Literal) else slots[v] for v in jaxpr.outvars
+            ),
+        )
+
+    @property
+    def first_input(self) -> int:
+        return len(self.consts)
+
+    def batch_size_of(self, *args: Any) -> int:
+        """The batch size of ``args``, read along the batch axes (as the graph's).
+
+        Raises:
+          ValueError: the batched arguments disagree on it; or the graph is
+            concrete and it is not :attr:`batch_size`.
+        """
+        leaves = jax.tree.leaves(args)
+        sizes = {
+            int(np.shape(x)[a])
+            for x, a in zip(leaves, self.in_batch_axes, strict=False)
+            if a is not None and np.ndim(x) > a
+        }
+        if len(sizes) > 1:
+            raise ValueError(
+                WRONG_ARGS.format(
+                    what="the batched arguments disagree on the batch size",
+                    got=sorted(sizes),
+                    expected="one size",
+                )
+            )
+        n = sizes.pop() if sizes else self.batch_size
+        if not self.symbolic and n != self.batch_size:
+            raise ValueError(
+                CONCRETE_GRAPH.format(size=self.batch_size, reason=self.symbolic_reason, got=n)
+            )
+        return n
+
+    def initial_values(self, *args: Any) -> dict[int, Any]:
+        """Slot -> value of the constants and inputs for ``args``.
+
+        Raises:
+          ValueError: ``args`` do not have the example arguments' structure and
+            shapes (any batch size for a symbolic graph).
+        """
+        leaves, tree = jax.tree.flatten(args)
+        if tree != self.in_tree:
+            raise ValueError(
+                WRONG_ARGS.format(
+                    what="the tree structure differs", got=tree, expected=self.in_tree
+                )
+            )
+        self.batch_size_of(*args)
+        for i, (x, want) in enumerate(zip(leaves, self.in_shapes, strict=True)):
+            shape = tuple(np.shape(x))
+            if len(shape) != len(want) or any(
+                w is not None and w != d for d, w in zip(shape, want, strict=False)
+            ):
+                raise ValueError(
+                    WRONG_ARGS.format(
+                        what=f"flat argument {i} has another shape",
+                        got=shape,
+                        expected=shape_text(["B" if w is None else w for w in want]),
+                    )
+                )
+        env: dict[int, Any] = dict(self.consts)
+        env.update(enumerate(leaves, start=self.first_input))
+        return env
+
+    def outputs(self, env: dict[int, Any]) -> Any:
+        """The function's output pytree read from ``env``."""
+        flat = [o[1] if isinstance(o, tuple) else env[o] for o in self.output_slots]
+        return jax.tree.unflatten(self.out_tree, flat)
+
+
+@dataclasses.dataclass(eq=False)
+class SegmentSet:
+    """A graph's segments under one policy flavour, and the cached functions that run them.
+
+    What the ``segments`` cache level stores (:meth:`encode`/:meth:`decode`):
+    the boundary, and per segment its slots, axes, carrier, combines, masking,
+    size inputs and its program's encoded jaxpr and fingerprint, so every
+    segment's ``cached_jit`` chain keys are computed without decoding a jaxpr.
+    Plans for every batch size of one graph and flavour share one set, so a
+    new batch size reuses the executables earlier ones loaded.
+    """
+
+    boundary: Boundary
+    segments: list[Segment]
+    functions: dict[tuple[int, int | None], Any] = dataclasses.field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        """The set as bytes (raises ``JaxprCodecError`` for a program the codec refuses)."""
+        import pickle
+
+        records = [
+            {
+                **_fields(seg),
+                # Dimension expressions do not unpickle in another process: as text.
+                "size_dims": tuple(str(d) if is_symbolic(d) else d for d in seg.size_dims),
+                "program": (
+                    seg.program.__name__,
+                    seg.program.encode(),
+                    seg.program.__mlcache_fingerprint__(),
+                ),
+            }
+            for seg in self.segments
+        ]
+        return pickle.dumps(
+            (SEGMENTS_FORMAT, _fields(self.boundary), records),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes) -> SegmentSet:
+        """The set :meth:`encode` wrote; programs stay encoded until used.
+
+        Raises:
+          ValueError: another format (an entry from another version).
+        """
+        import pickle
+
+        fmt, boundary, records = pickle.loads(payload)
+        if fmt != SEGMENTS_FORMAT:
+            raise ValueError(f"segments format {fmt!r}, this version reads {SEGMENTS_FORMAT}")
+        segments = []
+        for record in records:
+            name, encoded, fingerprint = record.pop("program")
+            record["size_dims"] = tuple(
+                jax_export.symbolic_shape(d)[0] if isinstance(d, str) else d
+                for d in record["size_dims"]
+            )
+            program = SegmentProgram(None, name, encoded=encoded, fingerprint=fingerprint)
+            segments.append(Segment(program=program, **record))
+        return cls(Boundary(**boundary), segments)
+
+
+SEGMENTS_FORMAT = 1
+"""Version of :meth:`SegmentSet.encode`'s layout (part of the ``segments`` level's key)."""
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields by name, shallowly (treedefs do not deep-copy), program aside."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != "program"}

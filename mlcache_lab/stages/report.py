@@ -35,7 +35,9 @@ class LevelReport:
 
 @dataclasses.dataclass
 class StageReport:
-    """Per level (trace, lower, compile): status, seconds, key and reason.
+    """Per level (trace, lower, compile; for ``batched_jit``: trace, partition, segments).
+
+    Each level has a status, seconds, key and reason.
 
     ``fast_path`` is True when the call went straight to an executable already
     loaded in this process (no level was consulted; all show ``memory``).
@@ -53,7 +55,7 @@ class StageReport:
             return self.levels[level]
         except KeyError:
             raise ValueError(
-                f"Valid options for 'level' are {LEVELS}. Got level={level!r} instead."
+                f"Valid options for 'level' are {tuple(self.levels)}. Got level={level!r} instead."
             ) from None
 
     def status(self, level: str) -> str:

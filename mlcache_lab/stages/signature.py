@@ -10,6 +10,8 @@ and lower time; the concrete size only enters the compile level.
 from __future__ import annotations
 
 import dataclasses
+import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -17,7 +19,14 @@ import numpy as np
 from jax import core
 from jax import export as jax_export
 
-__all__ = ["Signature", "make_signature"]
+__all__ = [
+    "Signature",
+    "batch_dim",
+    "common_batch_size",
+    "leaf_batch_axes",
+    "make_signature",
+    "with_batch_dim",
+]
 
 BATCH_DIM_NAME = "B"
 
@@ -46,12 +55,10 @@ class Signature:
 
     def specs(self, symbolic: bool) -> list[jax.ShapeDtypeStruct]:
         """``ShapeDtypeStruct`` per dynamic leaf; batch dims symbolic if asked."""
-        dim = jax_export.symbolic_shape(BATCH_DIM_NAME)[0] if symbolic else None
+        dim = batch_dim() if symbolic else None
         out = []
         for aval, axis in zip(self.avals, self.leaf_batch_axes, strict=True):
-            shape: tuple[Any, ...] = aval.shape
-            if symbolic and axis is not None:
-                shape = (*shape[:axis], dim, *shape[axis + 1 :])
+            shape = with_batch_dim(aval.shape, axis if symbolic else None, dim)
             out.append(jax.ShapeDtypeStruct(shape, aval.dtype, weak_type=aval.weak_type))
         return out
 
@@ -101,8 +108,9 @@ def make_signature(
     dyn_positions = [i for i in range(len(args)) if i not in static_pos]
     leaf_arg = _leaf_argument_positions(dyn_args, kwargs, dyn_positions)
     avals = tuple(_aval(leaf) for leaf in leaves)
-    axes = _leaf_batch_axes(batch_axes, args, static_pos, len(leaves), avals)
-    batch_size = _batch_size(axes, avals, leaf_arg)
+    shapes = [aval.shape for aval in avals]
+    axes, paths = leaf_batch_axes(batch_axes, args, shapes, static_argnums=static_pos)
+    batch_size = common_batch_size(axes, shapes, paths)
     donate = tuple(
         j
         for j, pos in enumerate(leaf_arg)
@@ -145,69 +153,140 @@ class NotAnArray(Exception):
     """A dynamic leaf is not an array; ``jax.jit`` decides (it raises, or accepts a token)."""
 
 
-def _leaf_batch_axes(
+BATCH_AXES_STRUCTURE = (
+    "'batch_axes' must be an int, None, or a tuple with one entry per positional argument "
+    "({n}), each an int, None or a pytree prefix of that argument (jax.vmap's in_axes "
+    "convention). Got batch_axes={batch_axes!r}. Fix: e.g. batch_axes=(None, 0) for "
+    "fn(params, x)."
+)
+BATCH_AXES_PREFIX = (
+    "batch_axes[{i}]={axes!r} does not match the structure of argument {i} ({structure}). "
+    "Fix: give one axis for the whole argument, or a pytree prefix of it."
+)
+BAD_AXIS_TYPE = (
+    "batch_axes entries must be int or None. Got {value!r} (type {type_name}) for {path}. "
+    "Fix: give an axis index, or None for an argument without a batch axis."
+)
+AXIS_OUT_OF_RANGE = (
+    "batch_axes gives axis {axis} for {path} of shape {shape}, which has rank {ndim}. "
+    "Fix: use an axis in [-{ndim}, {ndim}), or None for no batch axis."
+)
+STATIC_BATCHED = (
+    "batch_axes[{i}]={axes!r} but argument {i} is static; use None there (a static argument "
+    "is baked into the program, it has no batch axis)."
+)
+BATCH_SIZES_DIFFER = (
+    "The batched arguments disagree on the batch size ({sizes}). Fix: pass arrays with the "
+    "same size on their batch axes, or set batch_axes=None for arguments that are not batched."
+)
+
+
+def leaf_batch_axes(
     batch_axes: Any,
     args: tuple[Any, ...],
-    static_argnums: tuple[int, ...],
-    n_leaves: int,
-    avals: tuple[core.ShapedArray, ...],
-) -> tuple[int | None, ...]:
-    if batch_axes is None:
-        return (None,) * n_leaves
-    if isinstance(batch_axes, int):
-        batch_axes = (batch_axes,) * len(args)
-    if not isinstance(batch_axes, tuple | list) or len(batch_axes) != len(args):
-        raise ValueError(
-            f"'batch_axes' must be an int, None, or a tuple with one entry per positional "
-            f"argument ({len(args)}), like jax.vmap's in_axes. Got batch_axes={batch_axes!r}; "
-            f"e.g. batch_axes=(None, 0) for (params, batch)."
-        )
-    per_leaf: list[int | None] = []
+    shapes: Sequence[tuple[int, ...]],
+    *,
+    static_argnums: tuple[int, ...] = (),
+    what: str = "args",
+) -> tuple[tuple[int | None, ...], list[str]]:
+    """``batch_axes`` (``jax.vmap``'s ``in_axes`` convention) as one axis per leaf.
+
+    The one normaliser of ``batch_axes``: ``cached_jit`` and ``partition``
+    both call it. An int (or ``None``) applies to every dynamic argument; a
+    tuple has one entry per positional argument, each an int, ``None`` or a
+    pytree prefix of that argument. Negative axes count from the end.
+
+    Args:
+      batch_axes: the user's ``batch_axes``.
+      args: the positional arguments (static ones included).
+      shapes: the shape of every leaf of the dynamic positional arguments, in
+        flattening order; leaves after them (keyword arguments) are unbatched.
+      static_argnums: positions of static arguments (resolved, non-negative).
+      what: how messages name the arguments (``"args"``, ``"example_args"``).
+
+    Returns:
+      One non-negative axis or ``None`` per leaf of ``shapes``, and each leaf's
+      path (``args[1]['x']``) for messages.
+
+    Raises:
+      ValueError: the structure does not fit the arguments, an entry is not an
+        int or None, an axis is out of range, or a static argument is batched.
+    """
+    n = len(args)
+    if batch_axes is None or (isinstance(batch_axes, numbers.Integral)):
+        if isinstance(batch_axes, bool):
+            raise ValueError(BATCH_AXES_STRUCTURE.format(n=n, batch_axes=batch_axes))
+        batch_axes = tuple(None if i in static_argnums else batch_axes for i in range(n))
+    if not isinstance(batch_axes, tuple | list) or len(batch_axes) != n:
+        raise ValueError(BATCH_AXES_STRUCTURE.format(n=n, batch_axes=batch_axes))
+    per_leaf: list[Any] = []
+    paths: list[str] = []
     for i, (arg, axes) in enumerate(zip(args, batch_axes, strict=True)):
         if i in static_argnums:
             if axes is not None:
-                raise ValueError(
-                    f"batch_axes[{i}]={axes!r} but argument {i} is static; use None there."
-                )
+                raise ValueError(STATIC_BATCHED.format(i=i, axes=axes))
             continue
         try:
-            full = jax.tree.broadcast(axes, arg, is_leaf=lambda x: x is None)
-            treedef: Any = jax.tree.structure(arg)  # flatten_up_to is untyped
-            flat = treedef.flatten_up_to(full)
-        except ValueError as err:
+            spread = jax.tree.broadcast(axes, arg, is_leaf=lambda x: x is None)
+        except (ValueError, TypeError):
             raise ValueError(
-                f"batch_axes[{i}]={axes!r} does not match the structure of argument {i} "
-                f"({jax.tree_util.tree_structure(arg)}): {err}. Give one axis for the whole "
-                "argument, or a pytree prefix of it."
+                BATCH_AXES_PREFIX.format(
+                    i=i, axes=axes, structure=jax.tree_util.tree_structure(arg)
+                )
             ) from None
-        per_leaf.extend(flat)
-    per_leaf.extend([None] * (n_leaves - len(per_leaf)))  # keyword arguments are unbatched
+        # Up to the argument's own structure: one entry per leaf, even where the
+        # argument holds None (an empty subtree, which the broadcast keeps as None).
+        per_leaf.extend(jax.tree.structure(arg).flatten_up_to(spread))  # type: ignore[attr-defined]
+        paths.extend(
+            f"{what}[{i}]{jax.tree_util.keystr(p)}"
+            for p, _ in jax.tree_util.tree_flatten_with_path(arg)[0]
+        )
+    per_leaf.extend([None] * (len(shapes) - len(per_leaf)))  # keyword arguments are unbatched
+    paths.extend(f"{what} keyword leaf {j}" for j in range(len(paths), len(shapes)))
     out: list[int | None] = []
-    for j, (axis, aval) in enumerate(zip(per_leaf, avals, strict=True)):
+    for path, axis, shape in zip(paths, per_leaf, shapes, strict=True):
         if axis is None:
             out.append(None)
             continue
-        if not isinstance(axis, int) or isinstance(axis, bool):
-            raise ValueError(f"batch_axes entries must be ints or None. Got {axis!r}.")
-        rank = aval.ndim
-        if not -rank <= axis < rank:
+        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
             raise ValueError(
-                f"batch_axes gives axis {axis} for input leaf {j} of shape {aval.shape}, "
-                f"which has rank {rank}; use an axis in [{-rank}, {rank}) or None."
+                BAD_AXIS_TYPE.format(value=axis, type_name=type(axis).__name__, path=path)
             )
-        out.append(axis % rank)
-    return tuple(out)
+        rank = len(shape)
+        if not -rank <= int(axis) < rank:
+            raise ValueError(
+                AXIS_OUT_OF_RANGE.format(axis=axis, path=path, shape=tuple(shape), ndim=rank)
+            )
+        out.append(int(axis) % rank)
+    return tuple(out), paths
 
 
-def _batch_size(
-    axes: tuple[int | None, ...], avals: tuple[core.ShapedArray, ...], leaf_arg: list[Any]
+def common_batch_size(
+    axes: Sequence[int | None], shapes: Sequence[tuple[int, ...]], paths: Sequence[str]
 ) -> int | None:
-    sizes = {(leaf_arg[j], avals[j].shape[a]) for j, a in enumerate(axes) if a is not None}
-    distinct = {s for _, s in sizes}
-    if len(distinct) > 1:
-        detail = ", ".join(f"argument {w}: {s}" for w, s in sorted(sizes, key=str))
-        raise ValueError(
-            f"batched arguments disagree on the batch size ({detail}); every argument with a "
-            "batch axis in batch_axes must have the same size along it."
-        )
-    return distinct.pop() if distinct else None
+    """The one size of every batched leaf along its batch axis, or None if none is batched.
+
+    Raises:
+      ValueError: batched leaves disagree (:data:`BATCH_SIZES_DIFFER`).
+    """
+    sizes = {
+        path: shape[a] for path, a, shape in zip(paths, axes, shapes, strict=True) if a is not None
+    }
+    if len(set(sizes.values())) > 1:
+        raise ValueError(BATCH_SIZES_DIFFER.format(sizes=sizes))
+    return next(iter(sizes.values())) if sizes else None
+
+
+def with_batch_dim(shape: Sequence[Any], axis: int | None, dim: Any) -> tuple[Any, ...]:
+    """``shape`` with its batch axis (if any) replaced by ``dim`` (the symbolic ``B``, or a size).
+
+    The one place a batch axis is replaced: symbolic specs for tracing, and
+    concrete ones for re-tracing a concrete graph at another batch size.
+    """
+    shape = tuple(shape)
+    return shape if axis is None else (*shape[:axis], dim, *shape[axis + 1 :])
+
+
+def batch_dim() -> Any:
+    """The symbolic batch dimension ``B`` that traces and segment programs share."""
+    return jax_export.symbolic_shape(BATCH_DIM_NAME)[0]

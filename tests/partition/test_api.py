@@ -12,6 +12,7 @@ from mlcache_lab.partition.api import (
     AXIS_OUT_OF_RANGE,
     BAD_AXIS_TYPE,
     BAD_MIN_CLUSTER_SIZE,
+    BATCH_AXES_PREFIX,
     BATCH_AXES_STRUCTURE,
     BATCH_SIZES_DIFFER,
     BATCH_TOO_SMALL,
@@ -86,7 +87,7 @@ def test_python_scalar_and_passthrough_outputs() -> None:
     ("batch_axes", "args", "message"),
     [
         ((0,), (jnp.ones((2, 3)), jnp.ones(3)), BATCH_AXES_STRUCTURE),
-        ((0, {"x": 0}), (jnp.ones((2, 3)), jnp.ones(3)), BATCH_AXES_STRUCTURE),
+        ((0, {"x": 0}), (jnp.ones((2, 3)), jnp.ones(3)), BATCH_AXES_PREFIX),
         ("0", (jnp.ones((2, 3)),), BATCH_AXES_STRUCTURE),
         ((0, 2), (jnp.ones((2, 3)), jnp.ones((2, 3))), AXIS_OUT_OF_RANGE),
         ((0, -3), (jnp.ones((2, 3)), jnp.ones((2, 3))), AXIS_OUT_OF_RANGE),

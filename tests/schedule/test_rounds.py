@@ -153,7 +153,7 @@ def test_rounds_compile_once_for_every_batch_size(name: str) -> None:
 def test_the_mean_divides_by_the_true_batch_size() -> None:
     g = mcl.partition(PROGRAMS["mean"], W, _x(4), batch_axes=(None, 0))
     plan = schedule(g, 5, "chunk", micro_batch=4, store=mcl.CacheStore(None))
-    once = [s for s in plan.segments if s.size_vars]
+    once = [s for s in plan.segments if s.size_dims]
     assert once and all(s.mode == "once" for s in once)
     np.testing.assert_allclose(plan.run(W, jnp.ones((5, D))), np.ones(D), rtol=0, atol=0)
 

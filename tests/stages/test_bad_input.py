@@ -92,8 +92,8 @@ def test_batch_axis_past_rank(store):
     cf = mcl.cached_jit(f, store=store, batch_axes=(None, 2))
     with pytest.raises(
         ValueError,
-        match=r"axis 2 for input leaf 1 of shape \(3, 2\), which "
-        r"has rank 2; use an axis in \[-2, 2\)",
+        match=r"axis 2 for args\[1\] of shape \(3, 2\), which "
+        r"has rank 2. Fix: use an axis in \[-2, 2\)",
     ):
         cf(jnp.eye(2), jnp.ones((3, 2)))
 

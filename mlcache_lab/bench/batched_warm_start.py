@@ -1,0 +1,241 @@
+"""Warm start of batched_jit in a fresh process, against cached_jit and JAX's persistent cache.
+
+Four kinds of fresh process, alternating in one run (``--repeats`` rounds),
+each timing its first call from just before it (imports, building the model
+and its arguments excluded, identically for all):
+
+* ``chunk``: ``batched_jit(apply, policy="chunk", micro_batch=16)``, warm store;
+* ``buckets``: ``batched_jit(apply, policy="buckets", micro_batch=16)``, warm store;
+* ``cached_jit``: ``cached_jit(apply, batch_axes=...)``, warm store;
+* ``jax``: ``jax.jit(apply)`` with JAX's persistent compilation cache warm.
+
+Each reports ``first_result`` (the first call's result is ready) and where
+the time went: ``resolve`` (for ``batched_jit``: looking up
+trace/partition/segments; for ``cached_jit``: its levels, the executable's
+load included), ``load`` (finding and loading every segment's executable),
+``execute`` (the first executions, loads excluded), ``glue`` (slicing,
+padding, assembling between them) and the level statuses.
+
+Models (``--model``): ``transformer``, the built-in one (its layers under
+``lax.scan``, ``--layers`` deep, 12 by default), and ``transformer_loop``, the
+same blocks with the layers in a Python loop (not ``scan``), so the jaxpr
+grows with the depth (48 layers: the case where tracing and analysis cost
+most). Batch 37 by default: under ``chunk`` 16+16+5 (padded), under
+``buckets`` 16+16+4+1.
+
+Run: ``python -m mlcache_lab.bench.batched_warm_start --model transformer --layers 12
+--repeats 5`` and ``python -m mlcache_lab.bench.batched_warm_start --model
+transformer_loop --layers 48 --repeats 5``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .fresh_process import bench_main, spawn_child
+
+MODULE = "mlcache_lab.bench.batched_warm_start"
+
+__all__ = ["main", "run_benchmark", "summarize"]
+
+VARIANTS = ("chunk", "buckets", "cached_jit", "jax")
+MODELS = ("transformer", "transformer_loop")
+MICRO_BATCH = 16
+
+
+def _build(model: str, layers: int, batch: int) -> tuple[Any, tuple[Any, ...], Any]:
+    """``(apply, args, batch_axes)`` of ``model`` at ``batch``."""
+    import jax
+
+    from mlcache_lab.models import get_model
+    from mlcache_lab.models.transformer import block, layer_norm
+
+    built = get_model("transformer", layers=layers)
+    args = built.example_args(batch)
+    if model == "transformer":
+        return built.apply, args, built.batch_axes
+    params, tokens = args
+    # The same weights, one dict per layer: the loop below unrolls into the jaxpr.
+    per_layer = [jax.tree.map(lambda a, i=i: a[i], params["layers"]) for i in range(layers)]
+    looped = {**params, "layers": per_layer}
+    heads = built.config["num_heads"]
+
+    def apply(p: Any, t: Any) -> Any:
+        x = p["embed"][t] + p["pos"][: t.shape[-1]]
+        for layer in p["layers"]:
+            x = block(x, layer, heads)
+        x = layer_norm(x, p["ln_f_scale"], p["ln_f_bias"])
+        return x @ p["embed"].T
+
+    return apply, (looped, tokens), built.batch_axes
+
+
+def _child(variant: str, workdir: str, layers: int, batch: int, model: str = MODELS[0]) -> dict:  # type: ignore[type-arg]
+    import jax
+
+    if variant == "jax":
+        jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax-cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    import mlcache_lab as mcl
+
+    apply, args, batch_axes = _build(model, layers, batch)
+    args = jax.block_until_ready(args)
+    result: dict[str, Any] = {"variant": variant, "model": model}
+    store = os.path.join(workdir, "store")
+    t0 = time.perf_counter()
+    if variant in ("chunk", "buckets"):
+        bf = mcl.batched_jit(
+            apply,
+            batch_axes=batch_axes,
+            policy=variant,
+            micro_batch=MICRO_BATCH,
+            store=mcl.CacheStore(store),
+        )
+        out = jax.block_until_ready(bf(*args))
+        result["first_result"] = time.perf_counter() - t0
+        report, plan = bf.last_report, bf.last_plan
+        assert report is not None and plan is not None and plan.timeline is not None
+        timeline = plan.timeline
+        result["resolve"] = report.total_seconds
+        result["load"] = sum(c.seconds for c in timeline.compilations)
+        result["run"] = timeline.total_seconds
+        # An execution's span includes loading its executable, on its first call.
+        calls = sum(e.end - e.start for e in timeline.executions)
+        result["execute"] = calls - result["load"]
+        result["glue"] = timeline.total_seconds - calls
+        result["executables"] = len(plan.timeline.compilations)
+        compiles = sorted({c.statuses["compile"] for c in plan.timeline.compilations})
+        result["statuses"] = "/".join(report.statuses().values()) + " compile:" + ",".join(compiles)
+    elif variant == "cached_jit":
+        f = mcl.cached_jit(apply, store=mcl.CacheStore(store), batch_axes=batch_axes)
+        out = jax.block_until_ready(f(*args))
+        result["first_result"] = time.perf_counter() - t0
+        assert f.last_report is not None
+        result["resolve"] = f.last_report.total_seconds
+        result["execute"] = result["first_result"] - result["resolve"]
+        result["statuses"] = "/".join(f.last_report.statuses().values())
+    else:
+        compiled = jax.jit(apply).trace(*args).lower().compile()
+        out = jax.block_until_ready(compiled(*args))
+        result["first_result"] = time.perf_counter() - t0
+        result["statuses"] = "jax persistent cache"
+    result["checksum"] = float(jax.numpy.sum(jax.numpy.abs(jax.tree_util.tree_leaves(out)[0])))
+    return result
+
+
+def _spawn(variant: str, workdir: str, layers: int, batch: int, model: str) -> dict[str, Any]:
+    return spawn_child(MODULE, variant, workdir, layers, batch, model=model)
+
+
+def run_benchmark(
+    layers: int = 12,
+    batch: int = 37,
+    repeats: int = 5,
+    out: Path | None = None,
+    model: str = MODELS[0],
+) -> list[dict[str, Any]]:
+    """Warm every cache once, then alternate the variants ``repeats`` times; the rows.
+
+    Raises:
+      ValueError: ``model`` is not one of :data:`MODELS`.
+    """
+    if model not in MODELS:
+        raise ValueError(f"Valid options for 'model' are {list(MODELS)}. Got model={model!r}.")
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="mlcache-batched-warm-") as workdir:
+        for variant in VARIANTS:  # warm: each writes its own entries
+            _spawn(variant, workdir, layers, batch, model)
+        for repeat in range(repeats):
+            for variant in VARIANTS:
+                row = _spawn(variant, workdir, layers, batch, model)
+                row.update(repeat=repeat, layers=layers, batch=batch)
+                rows.append(row)
+    if out is not None:
+        _write(rows, out, layers, batch, repeats, model)
+    return rows
+
+
+def _write(
+    rows: list[dict[str, Any]], out: Path, layers: int, batch: int, repeats: int, model: str
+) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["variant", "model", "repeat", "layers", "batch", "first_result", "resolve"]
+    fields += ["load", "execute", "glue", "run", "executables", "statuses", "checksum"]
+    with out.open("w", newline="") as fh:
+        fh.write(
+            f"# made by: python -m {MODULE} --model {model} --layers {layers} --batch {batch} "
+            f"--repeats {repeats} --out {out}\n"
+        )
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summarize(rows: list[dict[str, Any]]) -> str:
+    """Medians per variant, the ratios against the targets, and where batched_jit's time goes."""
+
+    def med(variant: str, key: str) -> float:
+        return statistics.median(r[key] for r in rows if r["variant"] == variant and key in r)
+
+    lines = [f"model: {rows[0]['model']}, {rows[0]['layers']} layers, batch {rows[0]['batch']}"]
+    lines.append(
+        f"{'variant':<11} {'first result s':>15} {'resolve s':>10} {'load s':>8} "
+        f"{'execute s':>10} {'glue s':>8}"
+    )
+    for v in VARIANTS:
+        parts = [f"{v:<11} {med(v, 'first_result'):15.4f}"]
+        if v != "jax":
+            parts.append(f"{med(v, 'resolve'):10.4f}")
+        if v in ("chunk", "buckets"):
+            parts.append(f"{med(v, 'load'):8.4f}")
+        if v != "jax":
+            parts.append(f"{med(v, 'execute'):10.4f}")
+        if v in ("chunk", "buckets"):
+            parts.append(f"{med(v, 'glue'):8.4f}")
+        lines.append(" ".join(parts))
+    ours = med("cached_jit", "first_result")
+    jax_ = med("jax", "first_result")
+    for v, target in (("chunk", 1.05), ("buckets", 1.25)):
+        first = med(v, "first_result")
+        lines.append(
+            f"{v}: / cached_jit = {first / ours:.3f} (target <= {target}), / jax = "
+            f"{first / jax_:.3f}; resolve {med(v, 'resolve'):.4f} s, loading "
+            f"{med(v, 'load'):.4f} s over {int(med(v, 'executables'))} executables, first "
+            f"executions {med(v, 'execute'):.4f} s (cached_jit's: "
+            f"{med('cached_jit', 'execute'):.4f} s), glue {med(v, 'glue'):.4f} s"
+        )
+    statuses = sorted({f"{r['variant']}: {r['statuses']}" for r in rows})
+    lines.append("statuses: " + "; ".join(statuses))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(
+        argv,
+        module=MODULE,
+        doc=__doc__ or "",
+        variants=VARIANTS,
+        defaults={
+            "layers": 12,
+            "batch": 37,
+            "repeats": 5,
+            "out": "data/batched_warm_start.csv",
+            "model": MODELS[0],
+        },
+        child=_child,
+        run=run_benchmark,
+        summarize=summarize,
+        models=MODELS,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
