@@ -57,7 +57,7 @@ def _keras_operation(op: Any) -> dict[str, Any]:
         # Public attributes: what a subclass's call() may read (options,
         # functions, arrays), less the sublayers and variables described below.
         "attributes": {
-            k: _keras_names_to_positions(v, sublayers) if k == "output_names" else v
+            k: _keras_attribute(op, k, v, sublayers)
             for k, v in vars(op).items()
             if not k.startswith("_")
             and k not in ("built", "name")
@@ -76,6 +76,21 @@ def _keras_operation(op: Any) -> dict[str, Any]:
     return description
 
 
+def _keras_attribute(op: Any, name: str, value: Any, sublayers: list[Any]) -> Any:
+    from keras.src.initializers.initializer import Initializer
+
+    if name == "output_names":  # a model's output layers' (generated) names
+        at = {layer.name: f"<layer {i}>" for i, layer in enumerate(sublayers)}
+        return [at.get(n, n) for n in value]
+    if isinstance(value, Initializer) and getattr(op, "built", False):
+        # An initializer draws a seed per process when given none; once the
+        # weights exist it is never called again, so its config is what it
+        # is. (An unbuilt layer builds inside the trace: its seeds decide the
+        # program's constants and are kept.)
+        return ("initializer", type(value), value.get_config())
+    return value
+
+
 def _keras_own_wrapper(op: Any, name: str, value: Any) -> bool:
     """Whether ``value`` is Keras' per-instance wrapper of the class's own method ``name``.
 
@@ -89,12 +104,6 @@ def _keras_own_wrapper(op: Any, name: str, value: Any) -> bool:
         and method.__self__ is op
         and method.__func__ is getattr(type(op), name, None)
     )
-
-
-def _keras_names_to_positions(names: Any, sublayers: list[Any]) -> Any:
-    # A model's output_names are its output layers' (generated) names.
-    at = {layer.name: f"<layer {i}>" for i, layer in enumerate(sublayers)}
-    return [at.get(name, name) for name in names]
 
 
 def _keras_own_variables(layer: Any) -> list[Any]:
