@@ -4,13 +4,20 @@ A framework object is fingerprinted by what decides its trace, not by a walk
 of its whole object graph (a Keras functional model links every tensor back
 to the layer that made it; an nnx module's class carries an ABC cache):
 
-* a Keras layer or model (``keras.Layer``, so every model too): its class
-  and ``get_config()`` (layer options, the functional graph), its
-  public attributes (what a subclass's ``call`` may read), its sublayers, and
-  the path, shape, dtype and *value* of every variable it holds. Through
-  ``stateless_call`` the values are arguments and the hashed ones are never
-  read; hashing them anyway is what keeps a model called directly, which
-  reads its own weights, from ever giving a stale hit;
+* a Keras layer, model or graph operation (``keras.Operation``, so every
+  layer and model too): its class, ``get_config()`` (layer options), its
+  public attributes (what a subclass's ``call`` may read), its sublayers by
+  position, each described the same way, the name, shape, dtype, trainable
+  flag and *value* of every variable it holds itself, and, for a functional model, its wiring:
+  which operation's output feeds which, by operation and node position.
+  Names never enter, at any nesting level: Keras numbers generated names per
+  process (``dense_7`` once another model was built), and a name never
+  decides the trace. A functional or sequential model's own ``get_config()``
+  is not used: it serializes every layer a second time, with their names,
+  and cost as much as JAX tracing the model. Through ``stateless_call`` the
+  variables' values are arguments and the hashed ones are never read;
+  hashing them anyway is what keeps a model called directly, which reads its
+  own weights, from ever giving a stale hit;
 * a flax.nnx ``Module``: ``nnx.split`` into the graph definition and the
   state, each state value hashed under its path;
 * a flax.linen ``Module``: its dataclass fields (submodules, options,

@@ -9,6 +9,10 @@ jaxpr. This module walks, from the function:
   Python functions and classes defined outside installed packages are walked
   the same way, a user module contributes the attributes the code names;
 * arrays closed over (they become constants of the program): their bytes;
+* plain data (exactly ints, floats, strings, bytes, bools, None, and
+  lists, tuples and dicts of them: configs) as one canonical text, dict keys
+  sorted; a container's plain entries are hashed together, its other
+  entries one by one;
 * code from installed packages (site-packages, the standard library) by its
   qualified name and the package version, not its bytecode.
 
