@@ -9,6 +9,10 @@ jaxpr. This module walks, from the function:
   Python functions and classes defined outside installed packages are walked
   the same way, a user module contributes the attributes the code names;
 * arrays closed over (they become constants of the program): their bytes;
+* plain data (exactly ints, floats, strings, bytes, bools, None, and
+  lists, tuples and dicts of them: configs) as one canonical text, dict keys
+  sorted; a container's plain entries are hashed together, its other
+  entries one by one;
 * code from installed packages (site-packages, the standard library) by its
   qualified name and the package version, not its bytecode.
 
@@ -78,6 +82,10 @@ _PART_NESTING = 6
 _MAX_PARTS = 512
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _SCALARS = (int, float, complex, str, bytes, bool, type(None), type(Ellipsis))
+# Exactly these types (no subclass: its repr may hide state) make plain data.
+_PLAIN_SCALARS = frozenset(_SCALARS)
+_PLAIN_CONTAINERS = frozenset({dict, list, tuple})
+_PLAIN_NESTING = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,10 +211,13 @@ class _Walker:
             h.update(len(data).to_bytes(8, "little"))
             h.update(data)
 
+    def room_for_part(self) -> bool:
+        return len(self._hashes) <= _PART_NESTING and len(self.parts) < _MAX_PARTS
+
     @contextlib.contextmanager
     def part(self, label: str) -> Iterator[None]:
         """What is emitted inside is also a named part; its digest enters the enclosing one."""
-        if len(self._hashes) > _PART_NESTING or len(self.parts) >= _MAX_PARTS:
+        if not self.room_for_part():
             yield
             return
         h = hashlib.blake2b(digest_size=16)
@@ -231,6 +242,13 @@ class _Walker:
         if isinstance(obj, _SCALARS):
             self.emit("v", type(obj).__name__, repr(obj))
             return
+        if type(obj) in _PLAIN_CONTAINERS:
+            # Configs are thousands of small values: one text for the whole
+            # tree instead of one emit each (a Keras ResNet50 has ~30,000).
+            text = _plain_text(obj, 0)
+            if text is not None:
+                self.emit("plain", text)
+                return
         if id(obj) in self._seen:  # recursion and shared objects: a back-reference
             self.emit("ref", self._seen[id(obj)])
             return
@@ -261,14 +279,12 @@ class _Walker:
         if isinstance(obj, tuple | list | set | frozenset):
             items = sorted(obj, key=repr) if isinstance(obj, set | frozenset) else obj
             self.emit(type(obj).__name__, len(items))
-            for i, item in enumerate(items):
-                self.visit(item, f"{where}[{i}]", depth)
+            self._entries(list(enumerate(items)), lambda i: f"{where}[{i}]", depth)
             return
         if isinstance(obj, dict):
             self.emit("dict", len(obj))
-            for k in sorted(obj, key=repr):
-                self.emit(repr(k))
-                self.visit(obj[k], f"{where}[{k!r}]", depth)
+            entries = [(repr(k), obj[k]) for k in sorted(obj, key=repr)]
+            self._entries(entries, lambda k: f"{where}[{k}]", depth)
             return
         if isinstance(obj, functools.partial):
             self.emit("partial")
@@ -297,6 +313,28 @@ class _Walker:
             return
         self._instance(obj, where, depth)
 
+    def _entries(
+        self, entries: list[tuple[Any, Any]], where: Callable[[Any], str], depth: int
+    ) -> None:
+        """A container's ``(key, value)`` entries: the plain ones in one emit, then the others.
+
+        A layer's attributes are mostly numbers and strings next to a few
+        objects; one emit per entry was most of a Keras model's fingerprint.
+        Every entry names its key, so no two containers emit the same.
+        """
+        plain, others = [], []
+        for key, value in entries:
+            text = _plain_text(value, 0)
+            if text is None:
+                others.append((key, value))
+            else:
+                plain.append(f"{key}={text}")
+        # Plain texts hold no raw newline (repr escapes them): the join is unambiguous.
+        self.emit("plain-entries", "\n".join(plain))
+        for key, value in others:
+            self.emit(key)
+            self.visit(value, where(key), depth)
+
     def _described(self, obj: Any, fingerprinter: Fingerprinter, where: str, depth: int) -> None:
         """An object a registered fingerprinter describes: its class, then its description."""
         cls = type(obj)
@@ -322,6 +360,9 @@ class _Walker:
             label = f"{where}.{k}" if attribute and isinstance(k, str) else f"{where}[{k!r}]"
             value = mapping[k]
             self.emit(repr(k))
+            if not self.room_for_part():  # the rest is hashed as any value is
+                self.visit(value, label, depth)
+                continue
             with self.part(label):
                 if isinstance(value, dict) and id(value) not in self._seen:
                     self._seen[id(value)] = len(self._seen)
@@ -433,6 +474,37 @@ class _Walker:
                 self.visit(getattr(obj, slot, None), f"{where}.{slot}", depth)
             return
         self.unreliable(where, f"a {cls.__module__}.{cls.__qualname__} has no readable state", obj)
+
+
+def _plain_text(obj: Any, nesting: int) -> str | None:
+    """A canonical text of plain data (exact scalars, lists, tuples, dicts), else None.
+
+    ``repr`` tells 1, 1.0, True and '1' apart, and lists from tuples; dict
+    keys are sorted by their ``repr`` (as the walk sorts them), so two
+    processes that build the same dict in another order agree.
+    """
+    cls = type(obj)
+    if cls in _PLAIN_SCALARS:
+        return f"{cls.__name__}:{obj!r}"
+    if nesting > _PLAIN_NESTING or cls not in _PLAIN_CONTAINERS:
+        return None
+    items: list[str] = []
+    if cls is dict:
+        for key in obj:
+            if type(key) not in _PLAIN_SCALARS:
+                return None
+        for key in sorted(obj, key=repr):
+            value = _plain_text(obj[key], nesting + 1)
+            if value is None:
+                return None
+            items.append(f"{key!r}={value}")
+        return "{" + ",".join(items) + "}"
+    for item in obj:
+        value = _plain_text(item, nesting + 1)
+        if value is None:
+            return None
+        items.append(value)
+    return ("[" if cls is list else "(") + ",".join(items) + ("]" if cls is list else ")")
 
 
 def _all_names(code: types.CodeType) -> list[str]:

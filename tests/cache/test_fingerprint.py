@@ -141,6 +141,80 @@ def test_closed_over_values(value):
     assert fingerprint_function(make(value)).digest != fingerprint_function(make([value])).digest
 
 
+# Plain data (configs) is hashed as one canonical text: it must still tell every value apart.
+DISTINCT_PLAIN = [
+    1,
+    1.0,
+    True,
+    "1",
+    b"1",
+    None,
+    [1],
+    (1,),
+    {"a": 1},
+    {"a": 1.0},
+    {1: "a"},
+    {"1": "a"},
+    ["a,b"],
+    ["a", "b"],
+    {"a": [1, {"b": (2, 3)}]},
+    {"a": [1, {"b": (2, 4)}]},
+    ["a\nb"],
+    [-0.0],
+    [0.0],
+]
+
+
+def test_plain_data_is_told_apart():
+    def make(v):
+        return lambda x: (x, v)
+
+    digests = [fingerprint_function(make(v)).digest for v in DISTINCT_PLAIN]
+    assert len(set(digests)) == len(DISTINCT_PLAIN)
+
+
+def test_plain_dicts_do_not_depend_on_insertion_order():
+    def make(v):
+        return lambda x: (x, v)
+
+    a = {"units": 4, "activation": "relu", "nested": {"x": 1, "y": [1, 2]}}
+    b = {"nested": {"y": [1, 2], "x": 1}, "activation": "relu", "units": 4}
+    assert fingerprint_function(make(a)).digest == fingerprint_function(make(b)).digest
+
+
+def test_containers_of_plain_and_other_values_follow_both():
+    """Plain entries are hashed together, the others one by one: a change in either is seen."""
+
+    def make(v):
+        return lambda x: (x, v)
+
+    def digest(**entries):
+        return fingerprint_function(make(entries)).digest
+
+    base = digest(units=4, act=jnp.tanh, w=np.ones(2))
+    assert base == digest(units=4, act=jnp.tanh, w=np.ones(2))
+    assert base != digest(units=5, act=jnp.tanh, w=np.ones(2))
+    assert base != digest(units=4, act=jnp.sin, w=np.ones(2))
+    assert base != digest(units=4, act=jnp.tanh, w=np.zeros(2))
+    # The same values under other keys: each entry names its key.
+    assert digest(a=1, b=jnp.tanh) != digest(a=jnp.tanh, b=1)
+    assert fingerprint_function(make([1, jnp.tanh])).digest != (
+        fingerprint_function(make([jnp.tanh, 1])).digest
+    )
+
+
+def test_scalar_subclasses_are_not_plain():
+    """A subclass's repr may look like its base's: it is walked with its class."""
+
+    class Units(int):
+        pass
+
+    def make(v):
+        return lambda x: (x, v)
+
+    assert fingerprint_function(make([Units(4)])).digest != fingerprint_function(make([4])).digest
+
+
 # ------------------------------------------------------- fingerprinters by type
 class Opaque:
     """State a walk must not read (a lock), described by a registered fingerprinter."""
