@@ -25,6 +25,7 @@ from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, Literal, Var, jaxpr_a
 from .analysis import Axis, JaxprAnalysis, Label
 from .clustering import ClusterPlan
 from .dims import BATCH_DIM, batch_dim, is_batch_dim, is_symbolic, jaxpr_mentions_batch
+from .positions import is_batch_iota, offset_positions
 
 __all__ = ["BATCH_DIM", "Cluster", "build_clusters"]
 
@@ -109,7 +110,7 @@ class Cluster:
         True for a cluster of a symbolic graph whose program depends on ``B``
         (a shape, or a parameter such as ``dim_as_value``) while no input has a
         dimension that is exactly ``B``: e.g. an invariant cluster making
-        ``iota(B)`` or a ``[B, d]`` zeros, or the ``1/B`` of a mean. Its
+        ``[B, d]`` zeros or ``iota(B)`` alone, or the ``1/B`` of a mean. Its
         :attr:`exported` takes a leading ``int8[B]`` "batch carrier" argument.
         """
         if not self.symbolic or any(p is not None for p in self._batch_positions):
@@ -122,13 +123,15 @@ class Cluster:
 
         Its arguments are :attr:`inputs` (with ``B`` where the batch is), preceded
         by an ``int8[B]`` batch carrier, that only lends its size, when
-        :attr:`needs_batch_size`. For a concrete graph the export has the
-        analysed shapes.
+        :attr:`needs_batch_size`, and followed by an ``int32[]``, the first
+        row's position in the batch, when :attr:`positional`. For a concrete
+        graph the export has the analysed shapes.
         """
-        fn = jaxpr_as_fun(self.jaxpr)
+        program = offset_positions(self.jaxpr) if self.positional else self.jaxpr
+        fn = jaxpr_as_fun(program)
         specs = [
             jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype, weak_type=v.aval.weak_type)
-            for v in self.jaxpr.jaxpr.invars
+            for v in program.jaxpr.invars
         ]
         if self.needs_batch_size:
             specs.insert(0, jax.ShapeDtypeStruct((self._batch,), np.int8))
@@ -139,6 +142,19 @@ class Cluster:
                 return inner(*xs)
 
         return jax_export.export(jax.jit(fn))(*specs)
+
+    @functools.cached_property
+    def positional(self) -> bool:
+        """Whether this batched cluster makes the rows' positions (an ``iota`` along ``B``).
+
+        Run on a part of the batch it must be told where the part starts
+        (``run(..., start=)``; see :mod:`.positions`).
+        """
+        return (
+            self.symbolic
+            and self.kind == "batched"
+            and any(is_batch_iota(e) for e in self.jaxpr.jaxpr.eqns)
+        )
 
     @functools.cached_property
     def _batch_positions(self) -> tuple[Axis, ...]:
@@ -203,6 +219,8 @@ class Cluster:
             )
             for v in self.jaxpr.jaxpr.invars
         ]  # a batched cluster has B on batch axes only (see analysis)
+        if self.positional:  # the whole batch: positions from row 0
+            return jax.make_jaxpr(lambda *xs: self._call(*xs, np.int32(0)))(*specs)
         return jax.make_jaxpr(self._call)(*specs)
 
     @functools.cached_property
@@ -211,28 +229,31 @@ class Cluster:
             return jax.jit(self.exported.call)
         return jax.jit(jaxpr_as_fun(self.jaxpr))
 
-    def run(self, *inputs: Any, batch_size: int | None = None) -> list[Any]:
+    def run(self, *inputs: Any, batch_size: int | None = None, start: int = 0) -> list[Any]:
         """Evaluate the cluster on the values of :attr:`inputs`.
 
         A cluster of a symbolic graph runs at any batch size, read from the
         inputs; ``batch_size`` is required only when :attr:`needs_batch_size`
         (otherwise it must agree with the inputs). A cluster of a concrete
         graph runs at :attr:`batch_size` only. Compiled once per shape.
+        ``start``: for a :attr:`positional` cluster run on a part of the batch,
+        the part's first row (ignored otherwise).
 
         Raises:
           ValueError: the batch size is missing, disagrees with the inputs, or
             (concrete graph) is not the analysed one.
         """
+        tail = (np.int32(start),) if self.positional else ()
         if self.needs_batch_size:
             if batch_size is None:
                 raise ValueError(NO_BATCH_SIZE.format(id=self.id))
-            return list(self._call(np.zeros((batch_size,), np.int8), *inputs))
+            return list(self._call(np.zeros((batch_size,), np.int8), *inputs, *tail))
         n = self.batch_size_of(inputs, default=batch_size or self.batch_size)
         if batch_size is not None and n != batch_size:
             raise ValueError(BATCH_SIZE_MISMATCH.format(id=self.id, got=n, given=batch_size))
         if not self.symbolic and n != self.batch_size:
             raise ValueError(CONCRETE_ONLY.format(id=self.id, size=self.batch_size, got=n))
-        return list(self._call(*inputs))
+        return list(self._call(*inputs, *tail))
 
 
 def build_clusters(

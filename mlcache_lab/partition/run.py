@@ -75,9 +75,10 @@ def split_run(
     """Run a batched cluster chunk by chunk and put the results back together.
 
     Outputs with a batch axis are concatenated along it; outputs without one are
-    the same for every chunk, and are taken from the first. For a batched
-    cluster this equals ``cluster.run(*inputs)``: that is the ground truth the
-    analysis is tested against.
+    the same for every chunk, and are taken from the first. A
+    :attr:`~.Cluster.positional` cluster is told each chunk's first row. For a
+    batched cluster this equals ``cluster.run(*inputs)``: that is the ground
+    truth the analysis is tested against.
 
     A cluster of a symbolic graph runs every chunk itself. A cluster of a
     concrete graph runs at its analysed batch size only: with ``graph``, a
@@ -91,11 +92,13 @@ def split_run(
         gets a chunk larger than its batch size and no ``graph``.
     """
     results = []
-    for chunk, size in zip(split_inputs(cluster, inputs, sizes), sizes, strict=True):
+    starts = np.cumsum([0, *sizes[:-1]])
+    chunks = split_inputs(cluster, inputs, sizes)
+    for chunk, size, start in zip(chunks, sizes, starts, strict=True):
         if cluster.needs_batch_size:  # it makes batch-sized values from no input
-            results.append(cluster.run(*chunk, batch_size=int(size)))
+            results.append(cluster.run(*chunk, batch_size=int(size), start=int(start)))
         elif cluster.symbolic or size == cluster.batch_size:
-            results.append(cluster.run(*chunk))
+            results.append(cluster.run(*chunk, start=int(start)))
         elif graph is not None:
             results.append(graph.at_batch_size(int(size)).clusters[cluster.id].run(*chunk))
         elif size < cluster.batch_size:

@@ -18,6 +18,10 @@ enters it. Under ``buckets`` nothing is padded and no mask is built.
 ``argmax``/``argmin`` partials are indices into the chunk, plus the chunk's
 extreme value (an extra program output); the combine keeps the first chunk
 whose value wins and offsets its index by the chunk's first row.
+
+A round that makes the rows' positions (an ``iota`` along ``B``, see
+:mod:`mlcache_lab.partition.positions`) takes the chunk's first row as one
+more input and adds it to them, like any split segment that makes positions.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from jax.extend.core import ClosedJaxpr, DebugInfo, Jaxpr, JaxprEqn, Literal, Va
 from ..partition.analysis import Label
 from ..partition.dims import BATCH_DIM, is_symbolic, jaxpr_mentions_batch
 from ..partition.graph import ClusterGraph
+from ..partition.positions import bind, is_batch_iota, shift
 from ..partition.rules import COMBINES
 
 __all__ = ["Combine", "combine", "cut_rounds", "partial_program", "size_only", "size_values"]
@@ -127,13 +132,6 @@ def _mask(x: Any, axis: int, valid: Any, op: str) -> Any:
     return lax.select(rows < valid, x, fill)
 
 
-def _bind(eqn: JaxprEqn, vals: Sequence[Any]) -> list[Any]:
-    params = eqn.primitive.get_bind_params(eqn.params)
-    with eqn.ctx.manager:  # as jax.core.eval_jaxpr binds an equation
-        out = eqn.primitive.bind(*vals, **params)
-    return list(out) if eqn.primitive.multiple_results else [out]
-
-
 def partial_program(
     graph: ClusterGraph,
     binders: Sequence[Var],
@@ -142,6 +140,7 @@ def partial_program(
     eqns: Sequence[JaxprEqn],
     reducing: Mapping[int, Label],
     masked: bool,
+    offset: bool = False,
 ) -> tuple[ClosedJaxpr, tuple[Combine | None, ...]]:
     """The program of a round: per-chunk partials of its reductions.
 
@@ -156,6 +155,9 @@ def partial_program(
         label's ``reduced``): its body is rebuilt with the mask inside.
       masked: append an ``int32[]`` input, the chunk's real rows, and mask the
         padded rows out of every reduction.
+      offset: append (after the real rows) an ``int32[]`` input, the chunk's
+        first row, added to every ``iota`` along the batch (see
+        :mod:`mlcache_lab.partition.positions`).
 
     Returns:
       the program (outputs, then the extreme values of ``argmax``/``argmin``
@@ -181,16 +183,17 @@ def partial_program(
 
     def run(*args: Any) -> list[Any]:
         ins = args[n_carrier : len(binders)]
-        valid = args[-1] if masked else None
+        extra = args[len(binders) :]
+        valid = extra[0] if masked else None
+        start = extra[-1] if offset else None
         env: dict[Var, Any] = dict(zip(binders[n_carrier:], ins, strict=True))
         values: dict[Var, Any] = {}
-        _interpret(eqns, env, axes, reducing, valid, values)
+        _interpret(eqns, env, axes, reducing, valid, values, start)
         return [_read(env, v) for v in outputs] + [values[v] for v in extras]
 
     avals: list[Any] = [v.aval for v in binders]
     specs = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in avals]
-    if masked:
-        specs.append(jax.ShapeDtypeStruct((), np.int32))
+    specs += [jax.ShapeDtypeStruct((), np.int32)] * (masked + offset)
     closed = jax.make_jaxpr(run)(*specs)
     combines = tuple(
         Combine(*made_by[v]) if isinstance(v, Var) and v in made_by else None for v in outputs
@@ -209,13 +212,16 @@ def _interpret(
     reducing: Mapping[int, Label],
     valid: Any,
     values: dict[Var, Any],
+    start: Any = None,
 ) -> None:
-    """Bind ``eqns`` in order; reductions see masked operands when ``valid`` is given."""
+    """Bind ``eqns`` in order; reductions see masked operands when ``valid`` is given,
+    and an ``iota`` along the batch starts at ``start`` when it is given.
+    """
     for e in eqns:
         vals = [_read(env, v) for v in e.invars]
         label = reducing.get(id(e))
         if label is not None and e.primitive.name == "scan":
-            outs = _masked_scan(e, vals, label, valid) if valid is not None else _bind(e, vals)
+            outs = _masked_scan(e, vals, label, valid) if valid is not None else bind(e, vals)
             env.update(zip(e.outvars, outs, strict=True))
             continue
         if label is not None:
@@ -225,7 +231,10 @@ def _interpret(
             if op in ("argmax", "argmin"):
                 reduce = lax.reduce_max if op == "argmax" else lax.reduce_min
                 values[e.outvars[0]] = reduce(vals[0], tuple(e.params["axes"]))
-        env.update(zip(e.outvars, _bind(e, vals), strict=True))
+        outs = bind(e, vals)
+        if start is not None and is_batch_iota(e):
+            outs = [shift(outs[0], start)]
+        env.update(zip(e.outvars, outs, strict=True))
 
 
 def _masked_scan(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> list[Any]:

@@ -112,18 +112,26 @@ def test_bad_chunk_sizes() -> None:
 
 
 def test_cluster_that_needs_the_batch_size() -> None:
-    """``arange(B)`` touches no batched value, yet its shape is the batch size."""
+    """``arange(B)`` touches no batched value, yet its shape is the batch size.
+
+    It holds the rows' positions: batched, run per part of the batch from the
+    part's first row (``start``).
+    """
     g = partition(f, W, X, batch_axes=(None, 0), growth="plain")  # the iota alone
     (iota,) = [c for c in g.clusters if "iota" in c.primitives()]
-    assert iota.category == "invariant" and iota.needs_batch_size
+    assert iota.category == "batched" and iota.needs_batch_size and iota.positional
     assert iota.inputs == () and iota.out_batch_axes == (0,)
-    carrier = iota.exported.in_avals[0]
+    carrier, start = iota.exported.in_avals
     assert str(carrier.shape[0]) == "B" and carrier.dtype == jnp.int8
+    assert start.shape == () and start.dtype == jnp.int32
     with pytest.raises(ValueError, match=_pattern(NO_BATCH_SIZE)):
         iota.run()
     (out,) = iota.run(batch_size=5)
     np.testing.assert_array_equal(out, np.arange(5.0, dtype=np.float32)[:, None])
-    assert not any(c.needs_batch_size for c in g.clusters if c.kind == "batched")
+    (out,) = iota.run(batch_size=3, start=4)
+    np.testing.assert_array_equal(out, np.arange(4.0, 7.0, dtype=np.float32)[:, None])
+    (parts,) = split_run(iota, [], [2, 4])  # the example batch, 6, in two parts
+    np.testing.assert_array_equal(parts, np.arange(6.0, dtype=np.float32)[:, None])
 
 
 def test_cluster_run_checks_a_given_batch_size() -> None:
