@@ -17,7 +17,8 @@ outputs' axes and whether the equation keeps samples apart. The label is
   computed from one (weight preprocessing, constants, masks);
 * ``reduces`` / ``reduces``: a reduction over the batch axis whose combine is
   associative and commutative (a sum, a ``dot_general`` contracting the batch
-  axis, max, min, argmax/argmin, and/or): it splits into a partial result per
+  axis, a ``scatter-add`` of per-sample updates into zeros such as an
+  embedding's gradient, max, min, argmax/argmin, and/or): it splits into a partial result per
   chunk and a combine across chunks (the reason names the primitive and the
   combine). Its outputs have no batch axis;
 * ``non_batched`` / ``mixes``: the equation combines samples in another way
@@ -44,6 +45,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Literal as TypingLiteral
 
+import numpy as np
 from jax.extend.core import Jaxpr, JaxprEqn, Literal, Var
 
 from .dims import is_batch_dim, is_symbolic, shape_text
@@ -57,6 +59,11 @@ Category = TypingLiteral["batched", "invariant", "mixes", "reduces"]
 
 INVARIANT = "invariant: touches no batched value"
 FOLLOWS = "mixes: reads values computed across samples, with no batch axis to split them on"
+NOT_ZEROS = (
+    "{name} sums over the batch into its operand {k}, which is not zeros: each chunk would add "
+    "it again. Fix: start from zeros and add it after, e.g. "
+    "jnp.zeros_like(t).at[idx].add(u) + t, or a scan's sum from jnp.zeros(...) plus the start"
+)
 
 
 @dataclasses.dataclass(slots=True)
@@ -192,6 +199,7 @@ def _forward(
         if d:
             tainted.add(v)
     producer: dict[Var, tuple[int, int]] = {}
+    zeros: set[Var] = set()  # made as zeros (a broadcast of a literal 0)
     consumed: set[Var] = set()
     labels: list[Label] = []
 
@@ -251,6 +259,13 @@ def _forward(
                 stray = _stray_batch_size(eqn, in_ax, res.out_axes)
                 if stray is not None:
                     res = RuleResult(res.out_axes, stray, inner=res.inner)
+            nonzero = [k for k in res.zeros if not _is_zeros(eqn.invars[k], zeros)]
+            if res.reduces is not None and nonzero:
+                res = RuleResult(
+                    res.out_axes,
+                    NOT_ZEROS.format(name=eqn.primitive.name, k=nonzero[0]),
+                    inner=res.inner,
+                )
             if res.mixes is None and res.reduces is not None:
                 label = Label(
                     "reduces",
@@ -283,6 +298,8 @@ def _forward(
                     res.inner,
                 )
         labels.append(label)
+        if eqn.primitive.name == "broadcast_in_dim" and _is_zeros(eqn.invars[0], zeros):
+            zeros.add(eqn.outvars[0])
         for k, v in enumerate(eqn.outvars):
             axes[v] = label.out_batch_axes[k]
             producer[v] = (i, k)
@@ -297,6 +314,13 @@ def _forward(
         if not isinstance(atom, Literal) and axes[atom] is None:
             promote(atom, axis)
     return JaxprAnalysis(jaxpr, axes, labels)
+
+
+def _is_zeros(atom: object, zeros: set[Var]) -> bool:
+    """Whether ``atom`` is a literal 0 or a variable made as zeros."""
+    if isinstance(atom, Literal):
+        return not np.any(np.asarray(atom.val))
+    return atom in zeros
 
 
 def _stray_batch_size(eqn: JaxprEqn, in_ax: Sequence[Axis], out_ax: Sequence[Axis]) -> str | None:

@@ -151,8 +151,9 @@ def partial_program(
       outputs: the segment's outputs.
       eqns: the segment's equations, in program order.
       reducing: the labels of the equations that reduce over the batch, by
-        ``id(eqn)``. A ``scan`` among them sums into some of its ys (its
-        label's ``reduced``): its body is rebuilt with the mask inside.
+        ``id(eqn)``. A ``scan``, ``while`` or ``cond`` among them sums into
+        some of its outputs (its label's ``reduced``: ys, accumulating
+        carries, branch outputs): its bodies are rebuilt with the mask inside.
       masked: append an ``int32[]`` input, the chunk's real rows, and mask the
         padded rows out of every reduction.
       offset: append (after the real rows) an ``int32[]`` input, the chunk's
@@ -170,7 +171,7 @@ def partial_program(
         label = reducing.get(id(e))
         if label is None:
             continue
-        if e.primitive.name == "scan":
+        if e.primitive.name in _BODIES:
             for k in label.reduced:
                 made_by[e.outvars[k]] = ("add", None)
             continue
@@ -220,8 +221,9 @@ def _interpret(
     for e in eqns:
         vals = [_read(env, v) for v in e.invars]
         label = reducing.get(id(e))
-        if label is not None and e.primitive.name == "scan":
-            outs = _masked_scan(e, vals, label, valid) if valid is not None else bind(e, vals)
+        if label is not None and e.primitive.name in _BODIES:
+            masked = _BODIES[e.primitive.name]
+            outs = masked(e, vals, label, valid) if valid is not None else bind(e, vals)
             env.update(zip(e.outvars, outs, strict=True))
             continue
         if label is not None:
@@ -237,20 +239,16 @@ def _interpret(
         env.update(zip(e.outvars, outs, strict=True))
 
 
-def _masked_scan(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> list[Any]:
-    """A scan whose body sums over the batch, rebuilt so the sums skip padded rows.
-
-    The chunk's real-row count becomes the body's first constant.
-    """
-    (inner,) = label.inner
-    body = eqn.params["jaxpr"]
+def _masked_body(body: ClosedJaxpr, inner: Any) -> ClosedJaxpr:
+    """``body`` (a loop body or a branch) with the chunk's real-row count as a first input,
+    its sums over the batch skipping padded rows."""
     inner_reducing = {
         id(e): lab
         for e, lab in zip(inner.jaxpr.eqns, inner.labels, strict=True)
         if lab.kind == "reduces"
     }
 
-    def masked_body(n_valid: Any, *args: Any) -> list[Any]:
+    def masked(n_valid: Any, *args: Any) -> list[Any]:
         env: dict[Var, Any] = dict(zip(body.jaxpr.constvars, body.consts, strict=True))
         env.update(zip(body.jaxpr.invars, args, strict=True))
         _interpret(body.jaxpr.eqns, env, inner.axes, inner_reducing, n_valid, {})
@@ -260,14 +258,46 @@ def _masked_scan(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> li
     specs = [jax.ShapeDtypeStruct((), np.int32)] + [
         jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in avals
     ]
-    new_body = jax.make_jaxpr(masked_body)(*specs)
+    return jax.make_jaxpr(masked)(*specs)
+
+
+def _masked_scan(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> list[Any]:
+    """A scan whose body sums over the batch, rebuilt so the sums skip padded rows.
+
+    The chunk's real-row count becomes the body's first constant.
+    """
+    (inner,) = label.inner
     params = dict(eqn.params)
-    params["jaxpr"] = new_body
+    params["jaxpr"] = _masked_body(eqn.params["jaxpr"], inner)
     params["num_consts"] = eqn.params["num_consts"] + 1
     if "linear" in params:  # older scans flag linear operands
         params["linear"] = (False, *params["linear"])
-    out = eqn.primitive.bind(valid, *vals, **eqn.primitive.get_bind_params(params))
-    return list(out)
+    return list(eqn.primitive.bind(valid, *vals, **eqn.primitive.get_bind_params(params)))
+
+
+def _masked_while(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> list[Any]:
+    """A while whose body sums over the batch: the real-row count is the body's first constant."""
+    _, body = label.inner
+    cn = eqn.params["cond_nconsts"]
+    params = dict(eqn.params)
+    params["body_jaxpr"] = _masked_body(eqn.params["body_jaxpr"], body)
+    params["body_nconsts"] = eqn.params["body_nconsts"] + 1
+    operands = [*vals[:cn], valid, *vals[cn:]]
+    return list(eqn.primitive.bind(*operands, **eqn.primitive.get_bind_params(params)))
+
+
+def _masked_cond(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> list[Any]:
+    """A cond whose branches sum over the batch: the real-row count is each branch's first input."""
+    params = dict(eqn.params)
+    params["branches"] = tuple(
+        _masked_body(b, inner) for b, inner in zip(eqn.params["branches"], label.inner, strict=True)
+    )
+    operands = [vals[0], valid, *vals[1:]]
+    return list(eqn.primitive.bind(*operands, **eqn.primitive.get_bind_params(params)))
+
+
+_BODIES = {"scan": _masked_scan, "while": _masked_while, "cond": _masked_cond}
+"""Control flow that may reduce over the batch inside its bodies, and how to mask it."""
 
 
 def _masked_operands(
@@ -276,8 +306,14 @@ def _masked_operands(
     """Operands of a reducing equation with the padded rows replaced by the identity.
 
     A contraction needs only one side masked: a zero row there zeroes the
-    padded rows' products.
+    padded rows' products. A ``scatter-add`` masks its updates (a padded row's
+    indices still point into the table).
     """
+    updates = eqn.invars[2] if eqn.primitive.name == "scatter-add" else None
+    if isinstance(updates, Var):
+        vals = list(vals)
+        vals[2] = _mask(vals[2], axes[updates], valid, op)
+        return vals
     for k, v in enumerate(eqn.invars):
         a = None if isinstance(v, Literal) else axes.get(v)
         if a is not None:
