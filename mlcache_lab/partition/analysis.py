@@ -60,8 +60,8 @@ Category = TypingLiteral["batched", "invariant", "mixes", "reduces"]
 INVARIANT = "invariant: touches no batched value"
 FOLLOWS = "mixes: reads values computed across samples, with no batch axis to split them on"
 NOT_ZEROS = (
-    "{name} sums over the batch into its operand {k}, which is not zeros: each chunk would add "
-    "it again. Fix: start from zeros and add it after, e.g. "
+    "{name} sums over the batch axis into its operand {k}, which is not zeros: each chunk "
+    "would add it again. Fix: start from zeros and add it after, e.g. "
     "jnp.zeros_like(t).at[idx].add(u) + t, or a scan's sum from jnp.zeros(...) plus the start"
 )
 

@@ -106,7 +106,7 @@ def _scan_sum_read_nonlinearly(w: jax.Array, x: jax.Array) -> jax.Array:
             "while condition reduce_sum reduces over the batch axis 0: the trip count depends "
             "on every sample",
         ),
-        (_scan_from_ones, "scan", NOT_ZEROS.format(name="scan", k=0)[:60]),
+        (_scan_from_ones, "scan", NOT_ZEROS.format(name="scan", k=0)[:65]),
         (_cond_max_or_min, "cond", "does not reach the outputs as a plain sum"),
         (_cond_sums_one_branch, "cond", "cond branches sum over the batch into different outputs"),
         (_scan_sum_read_nonlinearly, "scan", "does not reach the outputs as a plain sum"),
