@@ -16,10 +16,13 @@ whole trace:
 Each records total seconds and XLA compilations, and the results are checked
 against each other (allclose). Then the steady state at ``--steady-batch``
 (256): the median of ``--steady-repeats`` alternating warm calls of each.
-Peak memory: each variant runs ``--memory-calls`` warm steps at the steady
-batch in a fresh process of its own, which reports its high-water mark
-(``ru_maxrss``) and, where the backend gives them, the device's
-``peak_bytes_in_use``.
+Peak memory: each variant runs in a fresh process of its own: one step to
+warm up (tracing and compiling), then, on Linux, the kernel's high-water mark
+is reset (``5`` written to ``/proc/self/clear_refs``) and ``--memory-calls``
+warm steps run; the process reports its steady-state peak (``VmHWM`` from
+``/proc/self/status`` after the reset), the whole-process peak (``ru_maxrss``,
+which compiling reaches on a CPU, so it does not tell the variants apart) and,
+where the backend gives them, the device's ``peak_bytes_in_use``.
 
 Results: ``data/training_trace.csv`` and ``data/training_steady.csv``.
 
@@ -220,16 +223,42 @@ def _memory_child(
             micro_batch=m,
             store=mcl.CacheStore(None),
         )
+    jax.block_until_ready(f(params, opt_state, *inputs))  # warm-up: trace and compile
+    reset = _reset_peak_rss()
     for _ in range(calls):
         jax.block_until_ready(f(params, opt_state, *inputs))
     stats = jax.devices()[0].memory_stats() or {}
+    steady = _peak_rss_kb() if reset else None
     return {
         "variant": variant,
+        "steady_peak_rss_mb": "" if steady is None else round(steady / 1024, 1),
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "device_peak_mb": round(stats["peak_bytes_in_use"] / 2**20, 1)
         if "peak_bytes_in_use" in stats
         else "",
     }
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak resident set (Linux ``clear_refs``); whether it could."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _peak_rss_kb() is not None
+
+
+def _peak_rss_kb() -> int | None:
+    """``VmHWM`` (peak resident set since start or the last reset), in kB; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def peak_memory(
@@ -271,7 +300,8 @@ def summarize(
         lines.append(
             f"  {s['variant']:<10} {s['median_seconds'] * 1e3:9.2f} ms/step  "
             f"{s['ratio_to_jit']:.3f} x jax.jit (target <= 1.15)  "
-            f"peak RSS {m.get('max_rss_mb', '?')} MB"
+            f"steady peak RSS {m.get('steady_peak_rss_mb') or '?'} MB "
+            f"(process peak {m.get('max_rss_mb', '?')} MB)"
             + (f", device peak {m['device_peak_mb']} MB" if m.get("device_peak_mb") else "")
         )
     return "\n".join(lines)

@@ -8,14 +8,17 @@ outputs' axes and whether the equation keeps samples apart. The label is
   depends only on the same sample of the operands; or, in a symbolic graph,
   the equation makes a batch-sized value from no sample that holds the same
   rows at any batch size (a ``broadcast_in_dim`` to ``[B, ...]`` of an operand
-  without ``B``, an ``iota`` along a non-batch axis): a chunk makes it at its
-  own size, so it runs with the batched work that reads it instead of at the
-  whole batch (where it would compile once per batch size);
+  without ``B``, an ``iota`` along a non-batch axis), or each row's position
+  (an ``iota`` along ``B``, made from the chunk's first row, see
+  :mod:`.positions`): a chunk makes it at its own size, so it runs with the
+  batched work that reads it instead of at the whole batch (where it would
+  compile once per batch size);
 * ``non_batched`` / ``invariant``: no operand carries the batch axis, nor was
   computed from one (weight preprocessing, constants, masks);
 * ``reduces`` / ``reduces``: a reduction over the batch axis whose combine is
   associative and commutative (a sum, a ``dot_general`` contracting the batch
-  axis, max, min, argmax/argmin, and/or): it splits into a partial result per
+  axis, a ``scatter-add`` of per-sample updates into zeros such as an
+  embedding's gradient, max, min, argmax/argmin, and/or): it splits into a partial result per
   chunk and a combine across chunks (the reason names the primitive and the
   combine). Its outputs have no batch axis;
 * ``non_batched`` / ``mixes``: the equation combines samples in another way
@@ -42,9 +45,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Literal as TypingLiteral
 
+import numpy as np
 from jax.extend.core import Jaxpr, JaxprEqn, Literal, Var
 
 from .dims import is_batch_dim, is_symbolic, shape_text
+from .positions import is_batch_iota
 from .rules import Axis, RuleResult, ndim, rule_for, shape
 
 __all__ = ["Axis", "JaxprAnalysis", "Label", "analyze"]
@@ -54,6 +59,11 @@ Category = TypingLiteral["batched", "invariant", "mixes", "reduces"]
 
 INVARIANT = "invariant: touches no batched value"
 FOLLOWS = "mixes: reads values computed across samples, with no batch axis to split them on"
+NOT_ZEROS = (
+    "{name} sums over the batch axis into its operand {k}, which is not zeros: each chunk "
+    "would add it again. Fix: start from zeros and add it after, e.g. "
+    "jnp.zeros_like(t).at[idx].add(u) + t, or a scan's sum from jnp.zeros(...) plus the start"
+)
 
 
 @dataclasses.dataclass(slots=True)
@@ -129,6 +139,9 @@ class JaxprAnalysis:
         for eqn, lab in zip(self.jaxpr.eqns, self.labels, strict=True):
             if why is None and lab.kind == "non_batched" and not _remakeable(eqn, lab):
                 why = f"mixes: {eqn.primitive.name} makes a batch-sized value inside a loop body"
+            if why is None and is_batch_iota(eqn):
+                # A body runs as one equation: nothing passes it the chunk's first row.
+                why = "mixes: an iota along the batch axis (row positions) inside a loop body"
         return why
 
 
@@ -186,6 +199,7 @@ def _forward(
         if d:
             tainted.add(v)
     producer: dict[Var, tuple[int, int]] = {}
+    zeros: set[Var] = set()  # made as zeros (a broadcast of a literal 0)
     consumed: set[Var] = set()
     labels: list[Label] = []
 
@@ -206,17 +220,17 @@ def _forward(
         made = _made_per_chunk(eqn) if all(a is None for a in in_ax) else None
         if made is not None:
             # A batch-sized value from no sample (a bias broadcast to [B, d], a
-            # mask from ones((B, T, T))): the same rows at any batch size, so it
-            # is made per chunk, with the batched work that reads it, rather than
-            # once at the whole batch (which would compile once per batch size).
-            label = Label(
-                "batched",
-                "batched",
-                (made,),
-                f"batched: {eqn.primitive.name} makes a batch-sized value from no sample "
-                "(made per chunk)",
-                in_ax,
+            # mask from ones((B, T, T)), the rows' positions): made per chunk,
+            # with the batched work that reads it, rather than once at the whole
+            # batch (which would compile once per batch size).
+            what = (
+                "iota along the batch axis makes each row's position (made per chunk, "
+                "offset by the chunk's first row)"
+                if is_batch_iota(eqn)
+                else f"{eqn.primitive.name} makes a batch-sized value from no sample "
+                "(made per chunk)"
             )
+            label = Label("batched", "batched", (made,), f"batched: {what}", in_ax)
             dep = True  # reads of it depend on B: a reduction over it mixes
         elif all(a is None for a in in_ax):
             label = Label(
@@ -245,6 +259,13 @@ def _forward(
                 stray = _stray_batch_size(eqn, in_ax, res.out_axes)
                 if stray is not None:
                     res = RuleResult(res.out_axes, stray, inner=res.inner)
+            nonzero = [k for k in res.zeros if not _is_zeros(eqn.invars[k], zeros)]
+            if res.reduces is not None and nonzero:
+                res = RuleResult(
+                    res.out_axes,
+                    NOT_ZEROS.format(name=eqn.primitive.name, k=nonzero[0]),
+                    inner=res.inner,
+                )
             if res.mixes is None and res.reduces is not None:
                 label = Label(
                     "reduces",
@@ -277,6 +298,8 @@ def _forward(
                     res.inner,
                 )
         labels.append(label)
+        if eqn.primitive.name == "broadcast_in_dim" and _is_zeros(eqn.invars[0], zeros):
+            zeros.add(eqn.outvars[0])
         for k, v in enumerate(eqn.outvars):
             axes[v] = label.out_batch_axes[k]
             producer[v] = (i, k)
@@ -291,6 +314,13 @@ def _forward(
         if not isinstance(atom, Literal) and axes[atom] is None:
             promote(atom, axis)
     return JaxprAnalysis(jaxpr, axes, labels)
+
+
+def _is_zeros(atom: object, zeros: set[Var]) -> bool:
+    """Whether ``atom`` is a literal 0 or a variable made as zeros."""
+    if isinstance(atom, Literal):
+        return not np.any(np.asarray(atom.val))
+    return atom in zeros
 
 
 def _stray_batch_size(eqn: JaxprEqn, in_ax: Sequence[Axis], out_ax: Sequence[Axis]) -> str | None:
@@ -323,8 +353,9 @@ def _made_per_chunk(eqn: JaxprEqn) -> int | None:
     ``B`` (every row the same) or an ``iota`` along another dimension (every row
     ``0, 1, ...``) holds the same rows at any batch size: a chunk of ``n``
     samples makes it at ``n``. An ``iota`` along ``B`` (row ``i`` holds ``i``)
-    depends on where the chunk starts, and ``dim_as_value`` or a random draw of
-    ``B`` rows on the whole batch: those are not made per chunk.
+    depends on where the chunk starts: a chunk makes it too, from its first row
+    (:func:`~.positions.offset_positions`). ``dim_as_value`` or a random draw
+    of ``B`` rows depend on the whole batch: those are not made per chunk.
     """
     name = eqn.primitive.name
     if name not in ("broadcast_in_dim", "iota") or len(eqn.outvars) != 1:
@@ -335,7 +366,7 @@ def _made_per_chunk(eqn: JaxprEqn) -> int | None:
         return None
     axis = symbolic[0]
     if name == "iota":
-        return None if eqn.params["dimension"] == axis else axis
+        return axis
     if any(any(is_symbolic(d) for d in shape(v)) for v in eqn.invars):
         return None  # the batch-sized operand of a dynamic-shape broadcast
     return axis

@@ -212,13 +212,14 @@ def cluster_plan(
     The groups are
 
     * batched work, including batch-sized values made from no sample (a bias
-      broadcast to ``[B, d]``, a mask from ``x.shape``; see :mod:`.analysis`),
-      which then run per chunk *inside* the batched cluster that reads them;
+      broadcast to ``[B, d]``, a mask from ``x.shape``, the rows' positions
+      ``arange(B)``; see :mod:`.analysis`), which then run per chunk *inside*
+      the batched cluster that reads them;
     * batch-invariant work that never sees ``B`` (weight preprocessing, run
       once per call and compiled once for every batch size);
     * batch-invariant work that depends on ``B`` (``dim_as_value``, an
-      ``iota`` along the batch), compiled per batch size, kept apart so it
-      does not drag the weight preprocessing along.
+      ``iota`` of ``[B, B]``), compiled per batch size, kept apart so it does
+      not drag the weight preprocessing along.
 
     Work that mixes samples is not gathered: each such step stays where growth
     puts it. Reductions over the batch are gathered afterwards, one reducing

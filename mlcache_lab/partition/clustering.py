@@ -23,14 +23,15 @@ cluster. Choices the claims leave open, and what we do:
   ``min_cluster_size`` is the knob that merges such fragments.
 * **Batch-sized values made from no sample.** A bias broadcast to ``[B, d]``,
   an ``iota`` along a non-batch axis of a ``[B, T]`` array, a mask built from
-  ``ones((B, T, T))`` depend on no sample, yet carry the batch dimension. The
-  claims would call them non-batched; we label them batched (see
-  :mod:`.analysis`), so they join (gathering) or sit next to (plain growth)
-  the batched cluster that reads them, and a schedule makes them at the chunk
-  or bucket size: they compile once per chunk or bucket size, like the rest.
-  Only work that really mixes samples, or depends on the whole batch's size
-  or on a sample's position (``dim_as_value``, an ``iota`` along ``B``), runs
-  at the whole batch.
+  ``ones((B, T, T))``, the rows' positions (an ``iota`` along ``B``) depend on
+  no sample, yet carry the batch dimension. The claims would call them
+  non-batched; we label them batched (see :mod:`.analysis`), so they join
+  (gathering) or sit next to (plain growth) the batched cluster that reads
+  them, and a schedule makes them at the chunk or bucket size (positions from
+  the chunk's first row, :mod:`.positions`): they compile once per chunk or
+  bucket size, like the rest. Only work that really mixes samples, or depends
+  on the whole batch's size (``dim_as_value`` in a shape), runs at the whole
+  batch.
 * **Ties.** A consumer that several clusters could take joins the one with the
   lowest id.
 * **Invariant vs mixing.** A non-batched cluster takes only consumers of its own

@@ -56,8 +56,11 @@ def analysis_version() -> str:
 
 
 def schedule_version() -> str:
-    """The code that cuts segment programs out of a graph."""
-    return _source_digest("schedule", ("segments.py", "rounds.py"))
+    """The code that cuts segment programs out of a graph (positions: the per-chunk iota)."""
+    return digest(
+        _source_digest("schedule", ("segments.py", "rounds.py")),
+        _source_digest("partition", ("positions.py",)),
+    )
 
 
 def partition_config(min_cluster_size: int, growth: str) -> KeyComponents:

@@ -293,6 +293,8 @@ class Plan:
                 ]
             if segment.masked:  # the real rows (per chunk: never cached per device)
                 args.append(np.asarray(chunk.size, np.int32))
+            if segment.offset:  # the chunk's first row, for the rows' positions
+                args.append(np.asarray(chunk.start, np.int32))
             start = time.perf_counter() - t0
             outs, compilation = self._call(function, segment, device, args, chunk.run_size)
             end = None

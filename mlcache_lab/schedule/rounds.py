@@ -18,6 +18,10 @@ enters it. Under ``buckets`` nothing is padded and no mask is built.
 ``argmax``/``argmin`` partials are indices into the chunk, plus the chunk's
 extreme value (an extra program output); the combine keeps the first chunk
 whose value wins and offsets its index by the chunk's first row.
+
+A round that makes the rows' positions (an ``iota`` along ``B``, see
+:mod:`mlcache_lab.partition.positions`) takes the chunk's first row as one
+more input and adds it to them, like any split segment that makes positions.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ..jax_internals import bind_equation, evaluate_dim
 from ..partition.analysis import Label
 from ..partition.dims import BATCH_DIM, is_symbolic, jaxpr_mentions_batch
 from ..partition.graph import ClusterGraph
+from ..partition.positions import is_batch_iota, shift
 from ..partition.rules import COMBINES
 
 __all__ = ["Combine", "combine", "cut_rounds", "partial_program", "size_only", "size_values"]
@@ -128,10 +133,6 @@ def _mask(x: Any, axis: int, valid: Any, op: str) -> Any:
     return lax.select(rows < valid, x, fill)
 
 
-def _bind(eqn: JaxprEqn, vals: Sequence[Any]) -> list[Any]:
-    return bind_equation(eqn, vals)
-
-
 def partial_program(
     graph: ClusterGraph,
     binders: Sequence[Var],
@@ -140,6 +141,7 @@ def partial_program(
     eqns: Sequence[JaxprEqn],
     reducing: Mapping[int, Label],
     masked: bool,
+    offset: bool = False,
 ) -> tuple[ClosedJaxpr, tuple[Combine | None, ...]]:
     """The program of a round: per-chunk partials of its reductions.
 
@@ -150,10 +152,14 @@ def partial_program(
       outputs: the segment's outputs.
       eqns: the segment's equations, in program order.
       reducing: the labels of the equations that reduce over the batch, by
-        ``id(eqn)``. A ``scan`` among them sums into some of its ys (its
-        label's ``reduced``): its body is rebuilt with the mask inside.
+        ``id(eqn)``. A ``scan``, ``while`` or ``cond`` among them sums into
+        some of its outputs (its label's ``reduced``: ys, accumulating
+        carries, branch outputs): its bodies are rebuilt with the mask inside.
       masked: append an ``int32[]`` input, the chunk's real rows, and mask the
         padded rows out of every reduction.
+      offset: append (after the real rows) an ``int32[]`` input, the chunk's
+        first row, added to every ``iota`` along the batch (see
+        :mod:`mlcache_lab.partition.positions`).
 
     Returns:
       the program (outputs, then the extreme values of ``argmax``/``argmin``
@@ -166,7 +172,7 @@ def partial_program(
         label = reducing.get(id(e))
         if label is None:
             continue
-        if e.primitive.name == "scan":
+        if e.primitive.name in _BODIES:
             for k in label.reduced:
                 made_by[e.outvars[k]] = ("add", None)
             continue
@@ -179,16 +185,17 @@ def partial_program(
 
     def run(*args: Any) -> list[Any]:
         ins = args[n_carrier : len(binders)]
-        valid = args[-1] if masked else None
+        extra = args[len(binders) :]
+        valid = extra[0] if masked else None
+        start = extra[-1] if offset else None
         env: dict[Var, Any] = dict(zip(binders[n_carrier:], ins, strict=True))
         values: dict[Var, Any] = {}
-        _interpret(eqns, env, axes, reducing, valid, values)
+        _interpret(eqns, env, axes, reducing, valid, values, start)
         return [_read(env, v) for v in outputs] + [values[v] for v in extras]
 
     avals: list[Any] = [v.aval for v in binders]
     specs = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in avals]
-    if masked:
-        specs.append(jax.ShapeDtypeStruct((), np.int32))
+    specs += [jax.ShapeDtypeStruct((), np.int32)] * (masked + offset)
     closed = jax.make_jaxpr(run)(*specs)
     combines = tuple(
         Combine(*made_by[v]) if isinstance(v, Var) and v in made_by else None for v in outputs
@@ -207,13 +214,17 @@ def _interpret(
     reducing: Mapping[int, Label],
     valid: Any,
     values: dict[Var, Any],
+    start: Any = None,
 ) -> None:
-    """Bind ``eqns`` in order; reductions see masked operands when ``valid`` is given."""
+    """Bind ``eqns`` in order; reductions see masked operands when ``valid`` is given,
+    and an ``iota`` along the batch starts at ``start`` when it is given.
+    """
     for e in eqns:
         vals = [_read(env, v) for v in e.invars]
         label = reducing.get(id(e))
-        if label is not None and e.primitive.name == "scan":
-            outs = _masked_scan(e, vals, label, valid) if valid is not None else _bind(e, vals)
+        if label is not None and e.primitive.name in _BODIES:
+            masked = _BODIES[e.primitive.name]
+            outs = masked(e, vals, label, valid) if valid is not None else bind_equation(e, vals)
             env.update(zip(e.outvars, outs, strict=True))
             continue
         if label is not None:
@@ -223,23 +234,22 @@ def _interpret(
             if op in ("argmax", "argmin"):
                 reduce = lax.reduce_max if op == "argmax" else lax.reduce_min
                 values[e.outvars[0]] = reduce(vals[0], tuple(e.params["axes"]))
-        env.update(zip(e.outvars, _bind(e, vals), strict=True))
+        outs = bind_equation(e, vals)
+        if start is not None and is_batch_iota(e):
+            outs = [shift(outs[0], start)]
+        env.update(zip(e.outvars, outs, strict=True))
 
 
-def _masked_scan(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> list[Any]:
-    """A scan whose body sums over the batch, rebuilt so the sums skip padded rows.
-
-    The chunk's real-row count becomes the body's first constant.
-    """
-    (inner,) = label.inner
-    body = eqn.params["jaxpr"]
+def _masked_body(body: ClosedJaxpr, inner: Any) -> ClosedJaxpr:
+    """``body`` (a loop body or a branch) with the chunk's real-row count as a first input,
+    its sums over the batch skipping padded rows."""
     inner_reducing = {
         id(e): lab
         for e, lab in zip(inner.jaxpr.eqns, inner.labels, strict=True)
         if lab.kind == "reduces"
     }
 
-    def masked_body(n_valid: Any, *args: Any) -> list[Any]:
+    def masked(n_valid: Any, *args: Any) -> list[Any]:
         env: dict[Var, Any] = dict(zip(body.jaxpr.constvars, body.consts, strict=True))
         env.update(zip(body.jaxpr.invars, args, strict=True))
         _interpret(body.jaxpr.eqns, env, inner.axes, inner_reducing, n_valid, {})
@@ -249,13 +259,46 @@ def _masked_scan(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> li
     specs = [jax.ShapeDtypeStruct((), np.int32)] + [
         jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in avals
     ]
-    new_body = jax.make_jaxpr(masked_body)(*specs)
+    return jax.make_jaxpr(masked)(*specs)
+
+
+def _masked_scan(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> list[Any]:
+    """A scan whose body sums over the batch, rebuilt so the sums skip padded rows.
+
+    The chunk's real-row count becomes the body's first constant.
+    """
+    (inner,) = label.inner
     params = dict(eqn.params)
-    params["jaxpr"] = new_body
+    params["jaxpr"] = _masked_body(eqn.params["jaxpr"], inner)
     params["num_consts"] = eqn.params["num_consts"] + 1
     if "linear" in params:  # older scans flag linear operands
         params["linear"] = (False, *params["linear"])
     return bind_equation(eqn, [valid, *vals], params)
+
+
+def _masked_while(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> list[Any]:
+    """A while whose body sums over the batch: the real-row count is the body's first constant."""
+    _, body = label.inner
+    cn = eqn.params["cond_nconsts"]
+    params = dict(eqn.params)
+    params["body_jaxpr"] = _masked_body(eqn.params["body_jaxpr"], body)
+    params["body_nconsts"] = eqn.params["body_nconsts"] + 1
+    operands = [*vals[:cn], valid, *vals[cn:]]
+    return bind_equation(eqn, operands, params)
+
+
+def _masked_cond(eqn: JaxprEqn, vals: list[Any], label: Label, valid: Any) -> list[Any]:
+    """A cond whose branches sum over the batch: the real-row count is each branch's first input."""
+    params = dict(eqn.params)
+    params["branches"] = tuple(
+        _masked_body(b, inner) for b, inner in zip(eqn.params["branches"], label.inner, strict=True)
+    )
+    operands = [vals[0], valid, *vals[1:]]
+    return bind_equation(eqn, operands, params)
+
+
+_BODIES = {"scan": _masked_scan, "while": _masked_while, "cond": _masked_cond}
+"""Control flow that may reduce over the batch inside its bodies, and how to mask it."""
 
 
 def _masked_operands(
@@ -264,8 +307,14 @@ def _masked_operands(
     """Operands of a reducing equation with the padded rows replaced by the identity.
 
     A contraction needs only one side masked: a zero row there zeroes the
-    padded rows' products.
+    padded rows' products. A ``scatter-add`` masks its updates (a padded row's
+    indices still point into the table).
     """
+    updates = eqn.invars[2] if eqn.primitive.name == "scatter-add" else None
+    if isinstance(updates, Var):
+        vals = list(vals)
+        vals[2] = _mask(vals[2], axes[updates], valid, op)
+        return vals
     for k, v in enumerate(eqn.invars):
         a = None if isinstance(v, Literal) else axes.get(v)
         if a is not None:

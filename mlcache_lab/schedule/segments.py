@@ -10,9 +10,9 @@ costs little over the monolithic function. Modes:
   partials, then a combine; batched work reading a combined value starts the
   next round;
 * ``whole``: non-batched clusters that depend on the batch (mixing samples, or
-  depending on the whole batch's size or a sample's position: ``dim_as_value``,
-  an ``iota`` along ``B``), run once per call at B, compiled per B (the
-  compile level only: the program is shape-polymorphic);
+  depending on the whole batch's size: ``dim_as_value`` read in a shape), run
+  once per call at B, compiled per B (the compile level only: the program is
+  shape-polymorphic);
 * ``once``: batch-invariant clusters that never see ``B`` (weight
   preprocessing), or that read ``B`` only as a value (the ``1/B`` of a mean,
   passed in at run time): compiled once for every batch size, run once per call.
@@ -21,10 +21,15 @@ Under the ``whole`` policy the entire queue is one ``whole`` segment.
 
 The rule, a choice the patent claims leave open: batch-invariant work whose
 result carries the batch dimension (a bias broadcast to ``B``, an ``iota``
-over a non-batch axis of a ``[B, T]`` array, a mask built from ``x.shape``)
-runs at the chunk or bucket size, inside or next to the split segment that
-consumes it (the analysis labels it batched), and so compiles once per chunk or
-bucket size; only work that really mixes samples runs at the whole batch.
+over a non-batch axis of a ``[B, T]`` array, a mask built from ``x.shape``,
+and the rows' positions, an ``iota`` over ``B``) runs at the chunk or bucket
+size, inside or next to the split segment that consumes it (the analysis
+labels it batched), and so compiles once per chunk or bucket size; only work
+that really mixes samples runs at the whole batch. A split segment making
+positions takes each chunk's first row as a last ``int32[]`` input
+(:attr:`Segment.offset`), added to its ``iota`` over ``B``
+(:mod:`mlcache_lab.partition.positions`), so padded rows get the positions
+they would have and are dropped as usual.
 
 A segment's program is a ``ClosedJaxpr`` cut out of the graph's (symbolic)
 jaxpr. It is handed to :func:`mlcache_lab.cached_jit` as a
@@ -63,6 +68,7 @@ from ..partition.dims import (
     shape_text,
 )
 from ..partition.graph import CONCRETE_GRAPH, WRONG_ARGS, ClusterGraph
+from ..partition.positions import is_batch_iota, offset_positions
 from .rounds import Combine, cut_rounds, partial_program, size_only
 
 __all__ = ["MODES", "Boundary", "Segment", "SegmentProgram", "SegmentSet", "build_segments"]
@@ -147,6 +153,9 @@ class Segment:
         fed at run time with the expression evaluated at the true batch size.
       size_dtypes: the dtype of each of those inputs.
       round: for a round, its number among the plan's rounds (from 0).
+      offset: the program takes the chunk's first row as a last ``int32[]``
+        input (after the real rows when :attr:`masked`) and adds it to every
+        ``iota`` along the batch.
 
     New fields take defaults, so the dataclass grows without breaking callers.
     """
@@ -165,11 +174,12 @@ class Segment:
     size_dims: tuple[Any, ...] = ()
     size_dtypes: tuple[Any, ...] = ()
     round: int | None = None
+    offset: bool = False
 
     @property
     def batch_axes(self) -> tuple[int | None, ...]:
         """``cached_jit``'s ``batch_axes`` for the program (carrier included)."""
-        extra = (None,) * (len(self.size_dims) + self.masked)
+        extra = (None,) * (len(self.size_dims) + self.masked + self.offset)
         return ((0,) if self.carrier else ()) + self.in_axes + extra
 
 
@@ -294,9 +304,18 @@ def _segments_by_variable(graph: ClusterGraph, policy: str, fuse: bool) -> list[
         segment = _make_segment(graph, index, mode, cids)
         if segment.mode == "split" and not _splittable(segment):
             segment = _make_segment(graph, index, "whole", cids)
+        offset = segment.mode == "split" and any(
+            is_batch_iota(e) for e in segment.program.__mlcache_jaxpr__.jaxpr.eqns
+        )
         if segment.mode == "split" and any(graph.clusters[c].kind == "reduces" for c in cids):
-            segment = _as_round(graph, segment, rounds, masked=policy in ("chunk", "devices"))
+            masked = policy in ("chunk", "devices")
+            segment = _as_round(graph, segment, rounds, masked, offset)
             rounds += 1
+        elif offset:
+            program = offset_positions(segment.program.__mlcache_jaxpr__)
+            segment = dataclasses.replace(
+                segment, program=SegmentProgram(program, segment.program.__name__), offset=True
+            )
         elif segment.mode == "once" and segment.carrier:
             segment = _with_size_inputs(segment)
         segments.append(segment)
@@ -307,18 +326,27 @@ def _rounds_of(graph: ClusterGraph, mode: str, cids: list[int]) -> list[list[int
     return cut_rounds(graph, cids) if mode == "split" else [cids]
 
 
-def _as_round(graph: ClusterGraph, segment: Segment, number: int, masked: bool) -> Segment:
+def _as_round(
+    graph: ClusterGraph, segment: Segment, number: int, masked: bool, offset: bool
+) -> Segment:
     """A split segment with reductions: its program computes per-chunk partials."""
     body = segment.program.__mlcache_jaxpr__.jaxpr
     members = {i for cid in segment.clusters for i in graph.clusters[cid].equations}
     eqns = graph.jaxpr.jaxpr.eqns
     reducing = {id(eqns[i]): graph.labels[i] for i in members if graph.labels[i].kind == "reduces"}
     closed, combines = partial_program(
-        graph, body.invars, int(segment.carrier), segment.outputs, body.eqns, reducing, masked
+        graph,
+        body.invars,
+        int(segment.carrier),
+        segment.outputs,
+        body.eqns,
+        reducing,
+        masked,
+        offset,
     )
     program = SegmentProgram(closed, segment.program.__name__)
     return dataclasses.replace(
-        segment, program=program, combines=combines, masked=masked, round=number
+        segment, program=program, combines=combines, masked=masked, round=number, offset=offset
     )
 
 

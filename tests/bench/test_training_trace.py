@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from mlcache_lab.bench.training_trace import summarize, training_trace
+import sys
+
+import numpy as np
+import pytest
+
+from mlcache_lab.bench.training_trace import (
+    _peak_rss_kb,
+    _reset_peak_rss,
+    summarize,
+    training_trace,
+)
 
 
 def test_trace_is_deterministic_and_in_range() -> None:
@@ -23,9 +33,32 @@ def test_summary_reports_ratios_and_memory() -> None:
         {"variant": "chunk-32", "batch": 256, "median_seconds": 0.11, "ratio_to_jit": 1.1},
     ]
     memory = [
-        {"variant": "jax.jit", "max_rss_mb": 900.0, "device_peak_mb": ""},
-        {"variant": "chunk-32", "max_rss_mb": 700.0, "device_peak_mb": 12.5},
+        {
+            "variant": "jax.jit",
+            "steady_peak_rss_mb": 800.0,
+            "max_rss_mb": 900.0,
+            "device_peak_mb": "",
+        },
+        {
+            "variant": "chunk-32",
+            "steady_peak_rss_mb": 650.0,
+            "max_rss_mb": 700.0,
+            "device_peak_mb": 12.5,
+        },
     ]
     text = summarize(trace, steady, memory)
     assert "chunk-32" in text and "0.400" in text and "1.100 x jax.jit" in text
-    assert "peak RSS 700.0 MB, device peak 12.5 MB" in text
+    assert "steady peak RSS 650.0 MB (process peak 700.0 MB), device peak 12.5 MB" in text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and clear_refs are Linux")
+def test_the_peak_rss_reset_forgets_an_earlier_peak() -> None:
+    before = _peak_rss_kb()
+    assert before is not None
+    big = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    peak = _peak_rss_kb()
+    assert peak is not None and peak >= before
+    del big
+    assert _reset_peak_rss()
+    after = _peak_rss_kb()
+    assert after is not None and after < peak - 32 * 1024  # the 64 MiB peak is forgotten

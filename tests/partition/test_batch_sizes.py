@@ -104,10 +104,14 @@ def test_chunked_clusters_equal_whole_for_any_chunking(
 
 
 def test_cluster_that_needs_the_batch_size() -> None:
-    """``arange(B)`` touches no batched value, yet its shape is the batch size."""
+    """``arange(B)`` touches no batched value, yet its shape is the batch size.
+
+    It holds the rows' positions: batched, run per part of the batch from the
+    part's first row (``start``).
+    """
     g = partition(f, W, X, batch_axes=(None, 0), growth="plain")  # the iota alone
     (iota,) = [c for c in g.clusters if "iota" in c.primitives()]
-    assert iota.category == "invariant" and iota.needs_batch_size
+    assert iota.category == "batched" and iota.needs_batch_size
     assert iota.inputs == () and iota.out_batch_axes == (0,)
     plan = schedule(g, 5, "whole", fuse=False)
     (segment,) = [s for s in plan.segments if s.clusters == (iota.id,)]
@@ -115,7 +119,15 @@ def test_cluster_that_needs_the_batch_size() -> None:
     assert segment.carrier and str(carrier.shape[0]) == "B" and carrier.dtype == jnp.int8
     out = plan.reference_values(W, _x(5))[iota.outputs[0]]
     np.testing.assert_array_equal(out, np.arange(5.0, dtype=np.float32)[:, None])
-    assert not any(c.needs_batch_size for c in g.clusters if c.kind == "batched")
+    # Split into parts of 4 (the last padded), each part made from its first row on.
+    plan = schedule(g, 6, "chunk", 4, fuse=False)
+    (segment,) = [s for s in plan.segments if s.clusters == (iota.id,)]
+    start = segment.program.__mlcache_jaxpr__.jaxpr.invars[-1].aval
+    assert segment.mode == "split" and segment.offset
+    assert start.shape == () and start.dtype == jnp.int32
+    parts = plan.reference_values(W, X)[iota.outputs[0]]
+    np.testing.assert_array_equal(parts, np.arange(6.0, dtype=np.float32)[:, None])
+    assert_tree_close(plan.run(W, X), f(W, X))
 
 
 def test_reference_checks_the_planned_batch_size() -> None:

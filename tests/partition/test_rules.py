@@ -198,9 +198,17 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any, str, str]] = [
         "batched",
     ),
     ("scatter-window", lambda x: x.at[:, 1].set(0.0), (X,), 0, "scatter", "batched"),
-    (
+    (  # a histogram of the samples' indices: a sum over samples, from zeros
         "scatter-add-shared",
         lambda i: jnp.zeros(7).at[i].add(1.0),
+        (IDX,),
+        0,
+        "scatter-add",
+        "reduces",
+    ),
+    (  # into a shared non-zero table: every chunk would add the table again
+        "scatter-add-nonzero",
+        lambda i: jnp.ones(7).at[i].add(1.0),
         (IDX,),
         0,
         "scatter-add",

@@ -15,6 +15,7 @@ import pytest
 import mlcache_lab as mcl
 from mlcache_lab.schedule import schedule
 
+from . import bodies
 from .cases import zoo_case
 
 D = 3
@@ -49,6 +50,14 @@ PROGRAMS = {
     "scale-by-sum": lambda w, x: x * jnp.sum(x),  # batched work reads the combined sum
     "batchnorm": batchnorm,
     "weight-gradient": mse_grad,
+    # sums over the batch inside control flow (tests/schedule/test_rounds_bodies.py)
+    "cond-sum": lambda w, x: bodies.cond_sum(w, x),
+    "scan-carry": lambda w, x: bodies.scan_carry(w, x),
+    "while-sum": lambda w, x: bodies.while_sum(w, x),
+    # an embedding's gradient: per-sample rows scattered into zeros at per-sample indices
+    "scatter-add": lambda w, x: (
+        jnp.zeros((5, D), x.dtype).at[(jnp.abs(x[:, 0]) * 3).astype(jnp.int32) % 5].add(jnp.sin(x))
+    ),
 }
 SIZES = (1, 2, 3, 7, 16, 17)
 

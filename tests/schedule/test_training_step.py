@@ -141,15 +141,106 @@ def test_scanned_transformer_step_accumulates_layer_gradients_in_its_backward_sc
     ]
     assert [lab.kind for lab in scans] == ["batched", "reduces"]  # forward, backward
     assert "scan body sums over the batch axis into ys" in scans[1].reason
+    scatters = [
+        lab.reason
+        for e, lab in zip(g.jaxpr.jaxpr.eqns, g.labels, strict=True)
+        if e.primitive.name == "scatter-add" and lab.kind != "batched"
+    ]  # the embedding's gradient (the others are per-sample scatters)
+    assert scatters == [
+        "reduces: scatter-add sums per-sample updates over the batch axis 0, "
+        "combined across chunks by add"
+    ]
+    truly_mixing = [lab.reason for lab in g.labels if lab.category == "mixes" and lab.mixes_samples]
+    assert not truly_mixing, truly_mixing
     bf = mcl.batched_jit(
         step, batch_axes=(None, None, 0), policy="chunk", micro_batch=4, store=mcl.CacheStore(None)
     )
-    for n in (7, 9):  # padded last chunks: the mask reaches the sums inside the scan body
+    for n in (7, 9, 13):  # padded last chunks: the mask reaches the sums inside the scan body
         (tokens,) = model.make_inputs(n, jax.random.key(n))
         out, expected = bf(params, opt_state, tokens), jax.jit(step)(params, opt_state, tokens)
+        assert bf.last_plan is not None and bf.last_plan.timeline is not None
+        if n != 7:  # chunks of 4 were compiled at the first size: nothing new at 9 or 13
+            assert bf.last_plan.timeline.compile_count() == 0, bf.last_plan
+        assert "whole" not in {s.mode for s in bf.last_plan.segments}
         for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(expected), strict=True):
             # adam's step is lr * m / (sqrt(v) + 1e-8): where a gradient is near 1e-8 (the
             # embedding rows of unused tokens) its sign-like step amplifies the gradient's
             # reassociation error; 5e-6 is 0.5% of one lr=1e-3 step.
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=5e-6)
     assert 1.0 < float(out[0]) < 10.0  # a real cross-entropy over 32 tokens
+
+
+VOCAB, DIM, CLASSES = 11, 6, 3
+
+
+class Embedder(nn.Module):
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        h = nn.Embed(VOCAB, DIM)(tokens).mean(1)  # [B, T, D] -> [B, D]
+        return nn.Dense(CLASSES)(jnp.tanh(h))
+
+
+def _handwritten_logits(params: Any, tokens: jax.Array) -> jax.Array:
+    h = params["embed"][tokens].mean(1)
+    return jnp.tanh(h) @ params["w"]
+
+
+def _flax_logits(params: Any, tokens: jax.Array) -> jax.Array:
+    return Embedder().apply(params, tokens)
+
+
+def _tokens(n: int) -> tuple[jax.Array, jax.Array]:
+    tokens = jax.random.randint(jax.random.key(n), (n, 5), 0, VOCAB)
+    return tokens, jax.random.randint(jax.random.key(n + 1), (n,), 0, CLASSES)
+
+
+@pytest.mark.parametrize("which", ["handwritten", "flax"])
+def test_an_embedding_gradient_is_a_sum_over_samples(which: str) -> None:
+    """The embedding's gradient (a scatter-add of per-sample rows) reduces; padded rows add 0."""
+    if which == "flax":
+        logits_fn = _flax_logits
+        params = Embedder().init(jax.random.key(0), jnp.zeros((1, 5), jnp.int32))
+    else:
+        logits_fn = _handwritten_logits
+        k1, k2 = jax.random.split(jax.random.key(0))
+        params = {
+            "embed": jax.random.normal(k1, (VOCAB, DIM)),
+            "w": jax.random.normal(k2, (DIM, CLASSES)),
+        }
+    tx = optax.sgd(0.1)
+
+    def step(params: Any, opt_state: Any, tokens: jax.Array, y: jax.Array) -> Any:
+        def loss(p: Any) -> jax.Array:
+            logits = logits_fn(p, tokens)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return value, grads, optax.apply_updates(params, updates)
+
+    opt_state = tx.init(params)
+    g = mcl.partition(step, params, opt_state, *_tokens(4), batch_axes=(None, None, 0, 0))
+    (scatter,) = [
+        lab
+        for e, lab in zip(g.jaxpr.jaxpr.eqns, g.labels, strict=True)
+        if e.primitive.name == "scatter-add" and lab.kind != "batched"
+    ]
+    assert scatter.kind == "reduces" and "scatter-add sums per-sample updates" in scatter.reason
+    for policy in ("chunk", "buckets"):
+        bf = mcl.batched_jit(
+            step,
+            batch_axes=(None, None, 0, 0),
+            policy=policy,
+            micro_batch=4,
+            store=mcl.CacheStore(None),
+        )
+        for n in (7, 3, 9, 13):  # 7 = 4+2+1 warms every bucket; 9 and 13 pad under chunk
+            out = bf(params, opt_state, *_tokens(n))
+            expected = jax.jit(step)(params, opt_state, *_tokens(n))
+            for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(expected), strict=True):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+            assert bf.last_plan is not None and bf.last_plan.timeline is not None
+            if n != 7:
+                assert bf.last_plan.timeline.compile_count() == 0, bf.last_plan
+    grads = jax.tree.leaves(out[1])
+    assert min(float(jnp.max(jnp.abs(x))) for x in grads) > 1e-3  # real gradients

@@ -82,6 +82,10 @@ class RuleResult:
       reduced: with ``reduces``, the outputs that are reductions (combined
         across chunks); empty means all of them. A ``scan`` whose body makes
         weight gradients has batched outputs (the carry) besides.
+      zeros: with ``reduces``, operands that must be zeros for the per-chunk
+        partials to add up (a ``scatter-add``'s operand, the initial value of
+        a carry that accumulates a sum over the batch): each chunk starts from
+        them. The analysis checks it, else the equation mixes.
     """
 
     out_axes: tuple[Axis, ...]
@@ -90,6 +94,7 @@ class RuleResult:
     inner: tuple[JaxprAnalysis, ...] = ()
     reduces: str | None = None
     reduced: tuple[int, ...] = ()
+    zeros: tuple[int, ...] = ()
 
 
 Rule = Callable[[JaxprEqn, Sequence[Axis]], RuleResult]
@@ -138,6 +143,7 @@ COMBINES: Mapping[str, str] = MappingProxyType(
     {
         "reduce_sum": "add",
         "dot_general": "add",
+        "scatter-add": "add",
         "reduce_max": "max",
         "reduce_min": "min",
         "argmax": "argmax",
@@ -149,7 +155,9 @@ COMBINES: Mapping[str, str] = MappingProxyType(
 """Primitives that can reduce over the batch axis in chunks, and how partials combine.
 
 ``argmax``/``argmin`` combine chunk indices offset to positions in the whole
-batch, choosing the chunk whose extreme value wins (the first on ties).
+batch, choosing the chunk whose extreme value wins (the first on ties). A
+``scatter-add`` reduces only into zeros (each chunk scatters its samples'
+updates; see :mod:`.indexing`).
 """
 
 

@@ -10,6 +10,17 @@ carry that becomes batched in the body is batched from the start, its initial
 value promoted. A ``while`` whose condition reads batched values mixes samples
 (the trip count would depend on every sample); so does a ``scan`` over the batch
 axis, conservatively, as each step sees one sample and the carry may pass it on.
+
+A loop or branch whose body sums over the batch *reduces* (combined by add)
+when each sum reaches the outputs linearly (:func:`_summed`): into ``ys``
+(a backward scan's weight gradients), into a carry that accumulates it from
+zeros (``acc + x_t.sum(0)``, a loss summed over time steps, a backward scan's
+gradients of its constants), or into a ``cond``'s outputs when every branch
+sums into the same ones (the predicate is batch-invariant). Run per chunk, each
+such output is the chunk's partial sum. What cannot split stays ``mixes``
+with the reason: a ``while`` whose condition reads a sum over the batch (its
+trip count depends on every sample), a max or argmax inside a body, a sum read
+by batched work or non-linearly in the same body.
 """
 
 from __future__ import annotations
@@ -80,10 +91,11 @@ def scan_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
         if not (changed or moved):
             break
     why = inner.first_mix()
-    reduced = _summed_ys(inner, nk) if why is not None else None
-    if reduced is not None:  # per-iteration sums over the batch (weight gradients) as ys
+    carry_in = inner.jaxpr.invars[nc : nc + nk]
+    reduced = _summed(inner, carry_in, nk, _accumulators(inner, carry_in)) if why else None
+    if reduced is not None:  # per-iteration sums over the batch (weight gradients)
         ys = [None if a is None else a + 1 for a in inner.out_axes[nk:]]
-        out = (*carry, *(None if k in reduced else a for k, a in enumerate(ys)))
+        out = tuple(None if k in reduced else a for k, a in enumerate((*carry, *ys)))
         promote = _outer_promotions(eqn, in_axes, consts + carry + xs)
         promote.update(_unread_batch_sized(eqn, in_axes, inner))
         return RuleResult(
@@ -91,12 +103,13 @@ def scan_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
             None,
             promote,
             (inner,),
-            reduces=f"scan body sums over the batch axis into ys {list(reduced)}, "
+            reduces=f"scan body sums over the batch axis into {_where(reduced, nk)}, "
             "combined across chunks by add",
-            reduced=tuple(nk + k for k in reduced),
+            reduced=reduced,
+            zeros=tuple(nc + k for k in reduced if k < nk),
         )
     if why is not None:
-        return RuleResult((None,) * len(eqn.outvars), f"scan body {why}", inner=(inner,))
+        return RuleResult((None,) * len(eqn.outvars), f"scan body {_body_why(why)}", inner=(inner,))
     ys = [None if a is None else a + 1 for a in inner.out_axes[nk:]]
     out = tuple(carry) + tuple(ys)
     promote = _outer_promotions(eqn, in_axes, consts + carry + xs)
@@ -147,20 +160,76 @@ _LINEAR_SUM = frozenset({"add", "add_any", "sub"})
 _LINEAR_SCALE = frozenset({"mul", "div", "dot_general"})
 
 
-def _summed_ys(inner: JaxprAnalysis, nk: int) -> tuple[int, ...] | None:
-    """The ys a scan body makes as sums over the batch, if that is all it mixes.
+def _where(reduced: Sequence[int], nk: int) -> str:
+    carries = [k for k in reduced if k < nk]
+    ys = [k - nk for k in reduced if k >= nk]
+    parts = ([f"carries {carries} (accumulated from zeros)"] if carries else []) + (
+        [f"ys {ys}"] if ys else []
+    )
+    return " and ".join(parts)
+
+
+def _body_why(why: str) -> str:
+    """A body's first mixing step, said as a mix (a reduction there did not split)."""
+    if why.startswith("reduces: "):
+        return (
+            f"mixes: {why.removeprefix('reduces: ').split(', combined')[0]}, and it does not "
+            "reach the outputs as a plain sum (only sums into ys, accumulating carries or "
+            "branch outputs, read linearly, split inside a body)"
+        )
+    return why
+
+
+def _accumulators(inner: JaxprAnalysis, carry_in: Sequence[Any]) -> frozenset[int]:
+    """Carries (by index) that a reduction over the batch flows into, through any steps.
+
+    A fixpoint: a carry whose output depends on a reduction, or on such a carry,
+    accumulates it (``acc + x_t.sum(0)``); a counter (``i + 1``) does not.
+    """
+    jaxpr = inner.jaxpr
+    nk = len(carry_in)
+    acc: frozenset[int] = frozenset()
+    while True:
+        tainted = {carry_in[k] for k in acc}
+        for e, lab in zip(jaxpr.eqns, inner.labels, strict=True):
+            if lab.kind == "reduces" or any(
+                not isinstance(v, Literal) and v in tainted for v in e.invars
+            ):
+                tainted.update(e.outvars)
+        new = frozenset(
+            k
+            for k in range(nk)
+            if not isinstance(jaxpr.outvars[k], Literal)
+            and jaxpr.outvars[k] in tainted
+            and inner.axes[carry_in[k]] is None
+        )
+        if new == acc:
+            return acc
+        acc = new
+
+
+def _summed(
+    inner: JaxprAnalysis, carry_in: Sequence[Any], nk: int, accumulate: frozenset[int]
+) -> tuple[int, ...] | None:
+    """The outputs a body makes as sums over the batch, if that is all it mixes.
 
     The body may reduce with ``add`` only, and what reads a sum must be linear
     in it (sums of sums, transposes, reshapes, scaling by values that are the
-    same for every chunk), feeding ys only: never the carry, never batched
-    work. Then, run per chunk, each such ys output is the chunk's partial sum.
+    same for every chunk), feeding outputs only: never batched work. The first
+    ``nk`` outputs are carries (``carry_in`` their body inputs): a carry in
+    ``accumulate`` starts as a sum (from zeros, which the analysis checks) and
+    must leave the body as one; the others must not read a sum. Then, run per
+    chunk, each such output is the chunk's partial sum.
+
+    Returns:
+      the summed outputs' indices (carries first), or ``None``.
     """
     from ..analysis import _remakeable
 
     jaxpr = inner.jaxpr
     if any(a is not None for a in inner.const_axes):
         return None
-    summed: set[Any] = set()
+    summed: set[Any] = {carry_in[k] for k in accumulate}
     batchy: set[Any] = {
         v for v, a in zip(jaxpr.invars, inner.in_axes, strict=True) if a is not None
     }
@@ -193,11 +262,10 @@ def _summed_ys(inner: JaxprAnalysis, nk: int) -> tuple[int, ...] | None:
         if lab.kind == "batched" or any(v in batchy for v in names):
             batchy.update(e.outvars)
     outs = jaxpr.outvars
-    if any(v in summed for v in outs[:nk] if not isinstance(v, Literal)):
+    made = [not isinstance(v, Literal) and v in summed for v in outs]
+    if any(made[k] != (k in accumulate) for k in range(nk)):
         return None
-    reduced = tuple(
-        k for k, v in enumerate(outs[nk:]) if not isinstance(v, Literal) and v in summed
-    )
+    reduced = tuple(k for k, m in enumerate(made) if m)
     return reduced or None
 
 
@@ -225,6 +293,12 @@ def while_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
         if not (changed or moved):
             break
     why = cond.first_mix()
+    if why is not None and why.startswith("reduces: "):
+        return RuleResult(
+            (None,) * len(eqn.outvars),
+            f"while condition {why.removeprefix('reduces: ').split(', combined')[0]}: {TRIP_COUNT}",
+            inner=(cond, body),
+        )
     if why is not None:
         return RuleResult(
             (None,) * len(eqn.outvars),
@@ -232,10 +306,53 @@ def while_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
             inner=(cond, body),
         )
     why = body.first_mix()
+    carry_in = body.jaxpr.invars[bn:]
+    acc = _accumulators(body, carry_in) if why is not None else frozenset()
+    read = _reads_from(cond.jaxpr, [cond.jaxpr.invars[cn + k] for k in sorted(acc)])
+    if read is not None:
+        return RuleResult(
+            (None,) * len(eqn.outvars),
+            f"while condition reads carry {sorted(acc)[read]}, a sum over the batch the body "
+            f"accumulates: {TRIP_COUNT}",
+            inner=(cond, body),
+        )
+    reduced = _summed(body, carry_in, len(carry), acc) if why is not None else None
+    if reduced is not None:
+        promote = _outer_promotions(eqn, in_axes, cconsts + bconsts + carry)
+        return RuleResult(
+            tuple(None if k in reduced else a for k, a in enumerate(carry)),
+            None,
+            promote,
+            (cond, body),
+            reduces=f"while body sums over the batch axis into {_where(reduced, len(carry))}, "
+            "combined across chunks by add",
+            reduced=reduced,
+            zeros=tuple(cn + bn + k for k in reduced),
+        )
     if why is not None:
-        return RuleResult((None,) * len(eqn.outvars), f"while body {why}", inner=(cond, body))
+        return RuleResult(
+            (None,) * len(eqn.outvars), f"while body {_body_why(why)}", inner=(cond, body)
+        )
     promote = _outer_promotions(eqn, in_axes, cconsts + bconsts + carry)
     return RuleResult(tuple(carry), None, promote, (cond, body))
+
+
+TRIP_COUNT = (
+    "the trip count depends on every sample, so no chunk can run the loop alone "
+    "(it runs at the whole batch)"
+)
+
+
+def _reads_from(jaxpr: Any, sources: Sequence[Any]) -> int | None:
+    """Which of ``sources`` (by position) the outputs of ``jaxpr`` depend on, or ``None``."""
+    for k, source in enumerate(sources):
+        reach = {source}
+        for e in jaxpr.eqns:
+            if any(not isinstance(v, Literal) and v in reach for v in e.invars):
+                reach.update(e.outvars)
+        if any(not isinstance(v, Literal) and v in reach for v in jaxpr.outvars):
+            return k
+    return None
 
 
 @register("cond")
@@ -263,9 +380,37 @@ def cond_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
         if new == ops and want == promote_out:
             break
         ops, promote_out = new, want
-    for inner in inners:
-        why = inner.first_mix()
-        if why is not None:
-            return RuleResult((None,) * n_out, f"cond branch {why}", inner=tuple(inners))
+    whys = [inner.first_mix() for inner in inners]
+    if any(whys):
+        # The predicate is the same for every chunk (it is not batched): each chunk
+        # takes the same branch, so branches that all sum into the same outputs split.
+        found = [
+            _summed(inner, (), 0, frozenset()) if w else ()
+            for inner, w in zip(inners, whys, strict=True)
+        ]
+        first = next(w for w in whys if w)
+        sums = [s for s in found if s is not None]
+        if len(sums) < len(found):
+            return RuleResult(
+                (None,) * n_out, f"cond branch {_body_why(first)}", inner=tuple(inners)
+            )
+        if len(set(sums)) > 1:
+            return RuleResult(
+                (None,) * n_out,
+                f"cond branches sum over the batch into different outputs {sorted(set(sums))}: "
+                "a chunk's partial would not add up to the whole batch's",
+                inner=tuple(inners),
+            )
+        reduced = sums[0]
+        promote = _outer_promotions(eqn, in_axes[1:], ops, offset=1)
+        return RuleResult(
+            tuple(None if k in reduced else a for k, a in enumerate(outs)),
+            None,
+            promote,
+            tuple(inners),
+            reduces=f"cond branches sum over the batch axis into outputs {list(reduced)}, "
+            "combined across chunks by add",
+            reduced=reduced,
+        )
     promote = _outer_promotions(eqn, in_axes[1:], ops, offset=1)
     return RuleResult(tuple(outs), None, promote, tuple(inners))

@@ -9,16 +9,34 @@ A gather or scatter keeps samples apart in three layouts:
 * *batching dims*: operand and indices are paired by ``operand_batching_dims``
   (what ``vmap`` and ``take_along_axis`` produce).
 
+A ``scatter-add`` of per-sample updates at per-sample indices into a shared
+operand (the gradient of an embedding lookup) is a sum over the samples: it
+*reduces* (combined by add) when the operand is zeros, which the analysis
+checks (:mod:`..analysis`); a chunk's partial is its samples' scatter into
+zeros, and padded rows' updates are zeroed.
+
 Anything else, e.g. indexing *into* the batch axis, moves data across samples.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from jax.extend.core import JaxprEqn
 
-from . import Axis, RuleResult, batch_axis, batched, mixes, ndim, register, same_size, shape
+from . import (
+    Axis,
+    RuleResult,
+    batch_axis,
+    batched,
+    mixes,
+    ndim,
+    reduces,
+    register,
+    same_size,
+    shape,
+)
 
 
 @register("slice")
@@ -120,6 +138,8 @@ def scatter_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     if k is not None:
         want = (obd[k], sibd[k], upd_scatter[sibd[k]])
         return _match(eqn, in_axes, want, obd[k], "scatter batching dims")
+    if ia is not None and oa is None and eqn.primitive.name == "scatter-add":
+        return _summed_scatter(eqn, ia, ua, upd_scatter)
     if ia is not None:
         return mixes(eqn, f"scatters with indices batched on axis {ia} into a shared operand")
     w = None
@@ -136,3 +156,23 @@ def scatter_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
         return mixes(eqn, f"scatter window: updates are batched on axis {ua}, expected {u}")
     promote = {i: a for i, a, has in ((0, o, oa), (2, u, ua)) if has is None}
     return batched(eqn, o, promote)
+
+
+def _summed_scatter(eqn: JaxprEqn, ia: int, ua: Axis, upd_scatter: Sequence[int]) -> RuleResult:
+    """A ``scatter-add`` whose samples each add their own updates at their own indices.
+
+    Index dimension ``d`` (all but the last, the index vector) pairs with the
+    updates' ``d``-th scatter dimension; the batch axes must pair so, else a
+    sample's updates would land at another sample's indices.
+    """
+    idx_nd = ndim(eqn.invars[1])
+    if ia == idx_nd - 1:
+        return mixes(eqn, f"uses the batch axis {ia} as the index vector")
+    want = upd_scatter[ia] if ia < len(upd_scatter) else None
+    if want is None or (ua is not None and ua != want):
+        return mixes(eqn, f"scatters updates batched on axis {ua} at indices batched on axis {ia}")
+    if ua is None and not same_size(shape(eqn.invars[2])[want], shape(eqn.invars[1])[ia]):
+        return mixes(eqn, f"scatters shared updates at indices batched on axis {ia}")
+    promote = {2: want} if ua is None else None
+    result = reduces(eqn, ia, promote, what="sums per-sample updates over")
+    return dataclasses.replace(result, zeros=(0,))  # each chunk scatters into zeros

@@ -186,6 +186,15 @@ def concatenate_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     return batched(eqn, axis, promote)
 
 
+@register("stack")
+def stack_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
+    """Stacking inserts a new axis at ``axis``: each sample's rows stay its own."""
+    axis, promote = _common_axis(eqn, in_axes)
+    if axis is None:
+        return mixes(eqn, "stacks operands batched on different axes")
+    return batched(eqn, axis + (eqn.params["axis"] <= axis), promote)
+
+
 @register("pad")
 def pad_rule(eqn: JaxprEqn, in_axes: Sequence[Axis]) -> RuleResult:
     """Padding the batch axis adds rows that belong to no sample."""
