@@ -30,6 +30,7 @@ has had no release since 2023 and is slow beyond a few hundred nodes.
 from __future__ import annotations
 
 import dataclasses
+import graphlib
 import io
 import itertools
 import math
@@ -128,21 +129,19 @@ def _box_lines(node: Node) -> list[tuple[str, str]]:
 def _layers(n: int, edges: Sequence[tuple[int, int]]) -> list[int]:
     """Longest-path ranks, then each node as low as its consumers allow."""
     consumers: list[list[int]] = [[] for _ in range(n)]
-    indegree = [0] * n
+    sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
+    for i in range(n):
+        sorter.add(i)
     for a, b in edges:
         consumers[a].append(b)
-        indegree[b] += 1
-    order = [i for i in range(n) if indegree[i] == 0]
-    for i in order:  # Kahn's algorithm; `order` grows while we walk it
-        for j in consumers[i]:
-            indegree[j] -= 1
-            if indegree[j] == 0:
-                order.append(j)
-    if len(order) != n:
+        sorter.add(b, a)
+    try:  # any topological order gives the same ranks
+        order = list(sorter.static_order())
+    except graphlib.CycleError as err:
         raise ValueError(
             f"The layered renderer draws acyclic graphs; this one has a cycle through "
-            f"{n - len(order)} nodes. Fix: render it with Graphviz (to_dot())."
-        )
+            f"{len(err.args[1]) - 1} nodes. Fix: render it with Graphviz (to_dot())."
+        ) from None
     rank = [0] * n
     for i in order:
         for j in consumers[i]:

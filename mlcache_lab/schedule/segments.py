@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import graphlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -218,21 +219,25 @@ def _cluster_mode(graph: ClusterGraph, cid: int, policy: str) -> str:
 def fusing_order(graph: ClusterGraph, modes: dict[int, str]) -> list[int]:
     """A topological order of the clusters that keeps clusters of one mode together.
 
-    Kahn's algorithm over ``graph.dependencies``: among the ready clusters it
-    takes one of the current mode if there is one, else starts a new run with
-    batch-invariant (``once``) clusters first, then the ready cluster earliest
-    in ``graph.queue``. Ties go to queue order, so the result is deterministic.
+    A ``graphlib`` topological sort of ``graph.dependencies``: among the ready
+    clusters it takes one of the current mode if there is one, else starts a
+    new run with batch-invariant (``once``) clusters first, then the ready
+    cluster earliest in ``graph.queue``. Ties go to queue order, so the result
+    is deterministic.
     """
     position = {cid: i for i, cid in enumerate(graph.queue)}
-    waiting = {cid: 0 for cid in graph.queue}
-    consumers: dict[int, list[int]] = {cid: [] for cid in graph.queue}
+    sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
+    for cid in graph.queue:
+        sorter.add(cid)
     for producer, consumer in graph.dependencies:
-        waiting[consumer] += 1
-        consumers[producer].append(consumer)
-    ready = sorted((c for c, n in waiting.items() if n == 0), key=position.__getitem__)
+        sorter.add(consumer, producer)
+    sorter.prepare()
+    ready: list[int] = []
     order: list[int] = []
     mode = "once"
-    while ready:
+    while sorter.is_active():
+        ready.extend(sorter.get_ready())
+        ready.sort(key=position.__getitem__)
         same = [c for c in ready if modes[c] == mode]
         if not same:
             once = [c for c in ready if modes[c] == "once"]
@@ -241,11 +246,7 @@ def fusing_order(graph: ClusterGraph, modes: dict[int, str]) -> list[int]:
         cid = same[0]
         ready.remove(cid)
         order.append(cid)
-        for consumer in consumers[cid]:
-            waiting[consumer] -= 1
-            if waiting[consumer] == 0:
-                ready.append(consumer)
-        ready.sort(key=position.__getitem__)
+        sorter.done(cid)
     return order
 
 
