@@ -101,9 +101,8 @@ def _child(variant: str, workdir: str, layers: int, batch: int, model: str = MOD
         )
         out = jax.block_until_ready(bf(*args))
         result["first_result"] = time.perf_counter() - t0
-        report, plan = bf.last_report, bf.last_plan
-        assert report is not None and plan is not None and plan.timeline is not None
-        timeline = plan.timeline
+        report, timeline = bf.last_report, bf.last_timeline
+        assert report is not None  # narrowing: a call sets it
         result["resolve"] = report.total_seconds
         result["load"] = sum(c.seconds for c in timeline.compilations)
         result["run"] = timeline.total_seconds
@@ -111,8 +110,8 @@ def _child(variant: str, workdir: str, layers: int, batch: int, model: str = MOD
         calls = sum(e.end - e.start for e in timeline.executions)
         result["execute"] = calls - result["load"]
         result["glue"] = timeline.total_seconds - calls
-        result["executables"] = len(plan.timeline.compilations)
-        compiles = sorted({c.statuses["compile"] for c in plan.timeline.compilations})
+        result["executables"] = len(timeline.compilations)
+        compiles = sorted({c.statuses["compile"] for c in timeline.compilations})
         result["statuses"] = "/".join(report.statuses().values()) + " compile:" + ",".join(compiles)
     elif variant == "cached_jit":
         f = mcl.cached_jit(apply, store=mcl.CacheStore(store), batch_axes=batch_axes)

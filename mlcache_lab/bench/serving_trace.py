@@ -141,8 +141,7 @@ def _variants(
 
             def serve(x: Any) -> tuple[Any, int]:
                 out = bf(params, x)
-                assert bf.last_plan is not None and bf.last_plan.timeline is not None
-                return out, bf.last_plan.timeline.compile_count()
+                return out, bf.last_timeline.compile_count()
 
             serve.stats = bf.stats  # type: ignore[attr-defined]
             return serve

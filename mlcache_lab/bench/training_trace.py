@@ -115,8 +115,7 @@ def _variants(
 
             def run(*args: Any) -> tuple[Any, int]:
                 out = bf(*args)
-                assert bf.last_plan is not None and bf.last_plan.timeline is not None
-                return out, bf.last_plan.timeline.compile_count()
+                return out, bf.last_timeline.compile_count()
 
             return run
 

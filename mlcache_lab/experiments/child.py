@@ -180,8 +180,7 @@ def _serve(call: Any, apply: Any, model: Any, store: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     for n in call.sizes:
         jax.block_until_ready(bf(params, *inputs[n]))
-        assert bf.last_plan is not None and bf.last_plan.timeline is not None
-        timeline = bf.last_plan.timeline
+        timeline = bf.last_timeline
         compilations += timeline.compile_count()
         for c in timeline.compilations:
             compile_seconds += c.seconds

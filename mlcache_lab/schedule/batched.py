@@ -43,9 +43,14 @@ from .partitioned_levels import PartitionArtifact, partition_config, segments_co
 from .plan import Plan, plan_segments, schedule
 from .policies import validate
 from .segments import SegmentSet, build_segments
+from .timeline import Timeline
 
 __all__ = ["BatchedFunction", "batched_jit"]
 
+NO_CALL_YET = (
+    "BatchedFunction.last_timeline is the last call's record, and {name} has not been called "
+    "yet. Fix: call it once (bf(*args)) first."
+)
 NO_PLAN_YET = (
     "BatchedFunction.plan({batch_size}) needs the graph, which the first call builds. "
     "Fix: call the function once (bf(*args)), then ask for plans."
@@ -135,7 +140,8 @@ class BatchedFunction:
 
     def _rebuild_graph(self) -> ClusterGraph:
         sig = self._sig
-        assert sig is not None  # only called after the first call set it
+        if sig is None:  # the graph property asks only after the first call set it
+            raise RuntimeError("internal error: a graph was rebuilt before the first call")
         if self._partition is None and self._partition_key is not None:
             found = self._tracer.store.lookup_content("partition", self._partition_key)
             self._partition = self._decode("partition", found)
@@ -242,7 +248,8 @@ class BatchedFunction:
                 store.record_components("partition", ids, components("partition"))
         # The segments, by content, else built from the graph.
         part = self._partition
-        assert part is not None
+        if part is None:  # _trace_and_partition returned True, so it set one
+            raise RuntimeError("internal error: segments were asked for without a partition")
         t0 = time.perf_counter()
         ckey = content_key(part.digest, configs["segments"])
         found = store.lookup_content("segments", ckey)
@@ -255,7 +262,8 @@ class BatchedFunction:
                 store.remember("segments", ckey, segments, found.meta, chain["segments"])
         else:
             graph = self.graph
-            assert graph is not None  # the partition is known, so the graph can be rebuilt
+            if graph is None:  # the partition is known, so the graph can be rebuilt
+                raise RuntimeError("internal error: the graph could not be rebuilt")
             segments = build_segments(graph, self.policy)
             meta = {"partition": self._partition_key}
             store.remember("segments", ckey, segments, meta, None if notes else chain["segments"])
@@ -326,7 +334,8 @@ class BatchedFunction:
                 report.levels[level] = LevelReport("miss", 0.0, "", unused)
             return False
         trace_art = arts["trace"]
-        assert isinstance(trace_art, pipeline.TraceArtifact)  # what the trace level makes
+        if not isinstance(trace_art, pipeline.TraceArtifact):  # what the trace level makes
+            raise RuntimeError(f"internal error: the trace level gave a {type(trace_art)}")
         t0 = time.perf_counter()
         ckey = content_key(trace_art.digest, configs["partition"]) if trace_art.digest else None
         part, status, reason, note = None, "miss", reasons.get("partition", ""), ""
@@ -387,11 +396,24 @@ class BatchedFunction:
             found.status = "miss"
             found.reason = f"entry could not be loaded ({type(err).__name__}: {err}); regenerating"
             return None
-        assert found.content_key is not None  # a disk hit always names its content key
+        if found.content_key is None:  # a disk hit always names its content key
+            raise RuntimeError(f"internal error: a {level} hit without its content key")
         self._tracer.store.remember(level, found.content_key, art, found.meta)
         return art
 
     # ------------------------------------------------------------------ calls
+    @property
+    def last_timeline(self) -> Timeline:
+        """The last call's :class:`~.timeline.Timeline` (``last_plan.timeline``).
+
+        Raises:
+          ValueError: before the first call (:data:`NO_CALL_YET`).
+        """
+        timeline = None if self.last_plan is None else self.last_plan.timeline
+        if timeline is None:
+            raise ValueError(NO_CALL_YET.format(name=self.__name__))
+        return timeline
+
     def plan(self, batch_size: int) -> Plan:
         """The plan for ``batch_size`` (made once, then kept). Call once first."""
         if self._segments is None and self._graph is None:
@@ -408,8 +430,7 @@ class BatchedFunction:
                     self.store,
                     self._graph,
                 )
-            else:
-                assert self._graph is not None  # checked above
+            elif self._graph is not None:  # (one of the two: checked above)
                 self._plans[batch_size] = schedule(
                     self._graph,
                     batch_size,
@@ -428,9 +449,10 @@ class BatchedFunction:
             self.last_report = _in_memory(self.last_report)
         if self._segments is not None:
             n = self._segments.boundary.batch_size_of(*args)
-        else:
-            assert self._graph is not None  # _resolve made one or the other
+        elif self._graph is not None:
             n = self._graph.batch_size_of(*args)
+        else:  # _resolve makes one or the other
+            raise RuntimeError("internal error: a call resolved neither segments nor a graph")
         plan = self.plan(n)
         out = plan.run(*args)
         self.last_plan = plan

@@ -105,7 +105,8 @@ class SegmentProgram:
     @property
     def __mlcache_jaxpr__(self) -> ClosedJaxpr:
         if self._jaxpr is None:
-            assert self._encoded is not None  # one of the two is always there (__init__)
+            if self._encoded is None:  # one of the two is always there (__init__)
+                raise RuntimeError(f"internal error: {self.__name__} has no program")
             self._jaxpr = decode_jaxpr(self._encoded)
         return self._jaxpr
 

@@ -298,7 +298,8 @@ class CachedFunction:
             self._fast[key] = _JAX
             return self._jitted(*args, **kwargs)
         art = arts["compile"]
-        assert isinstance(art, pipeline.CompileArtifact)
+        if not isinstance(art, pipeline.CompileArtifact):  # what _resolve(upto="compile") gives
+            raise RuntimeError(f"internal error: the compile level gave a {type(art)}")
         report.total_seconds = time.perf_counter() - start
         self.last_report = report
         self._fast[key] = (art, _fast_report(report))
@@ -547,7 +548,8 @@ class CachedFunction:
                 (f"entry could not be loaded ({type(err).__name__}: {err}); regenerating"),
             )
             return None
-        assert found.content_key is not None
+        if found.content_key is None:  # a hit always names its content key
+            raise RuntimeError(f"internal error: a {level} hit without its content key")
         self.store.remember(level, found.content_key, art, found.meta)
         return art  # type: ignore[no-any-return]
 

@@ -66,8 +66,7 @@ def test_cold_then_warm_store_bypasses_trace_and_partition(tmp_path: Path) -> No
     finally:
         segments_module.decode_jaxpr = original
     assert _statuses(warm) == {"trace": "bypassed", "partition": "bypassed", "segments": "disk"}
-    assert warm.last_plan is not None and warm.last_plan.timeline is not None
-    compiles = [c.statuses["compile"] for c in warm.last_plan.timeline.compilations]
+    compiles = [c.statuses["compile"] for c in warm.last_timeline.compilations]
     assert compiles and set(compiles) == {"disk"}
     assert not decoded  # no segment program was decoded: the executables were found by key
     assert warm._graph is None  # nor the graph ...
@@ -79,6 +78,15 @@ def test_cold_then_warm_store_bypasses_trace_and_partition(tmp_path: Path) -> No
     # A later call of the same object reports its levels in memory.
     warm(W, _x(20))
     assert _statuses(warm) == dict.fromkeys(PARTITIONED_LEVELS, "memory")
+
+
+def test_last_timeline_is_the_last_calls_record(tmp_path: Path) -> None:
+    bf = mcl.batched_jit(net, batch_axes=(None, 0), store=mcl.CacheStore(tmp_path / "s"))
+    with pytest.raises(ValueError, match=r"net has not been called yet\. Fix: call it once"):
+        bf.last_timeline  # noqa: B018 (the property raises)
+    bf(W, _x(5))
+    assert bf.last_plan is not None and bf.last_timeline is bf.last_plan.timeline
+    assert {e.size for e in bf.last_timeline.executions if e.mode == "split"} == {5}
 
 
 def test_each_miss_says_which_component_changed(tmp_path: Path) -> None:
