@@ -101,7 +101,8 @@ def test_library_logs_reach_the_command_line_only_while_it_runs(capsys):
 
 # Modules that are command lines of their own (python -m ...), or children whose stdout is
 # a JSON protocol: they print. Everything else reports through the `mlcache_lab` logger.
-PRINTING = {"cli.py", "experiments/child.py"}
+# The command line, and the child programs that print their one JSON result line.
+PRINTING = {"cli.py", "experiments/child.py", "experiments/batched_changes.py"}
 
 
 def test_only_the_command_lines_print():
