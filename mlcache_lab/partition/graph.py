@@ -15,7 +15,7 @@ from .analysis import Axis, JaxprAnalysis, Label
 from .cluster import Cluster
 from .dims import is_symbolic, shape_text
 
-__all__ = ["ClusterGraph"]
+__all__ = ["ClusterGraph", "batch_size_of"]
 
 WRONG_ARGS = (
     "ClusterGraph.run expects arguments like the example arguments of partition(): "
@@ -131,32 +131,8 @@ class ClusterGraph:
         return env
 
     def batch_size_of(self, *args: Any) -> int:
-        """The batch size of ``args``, read along the batch axes.
-
-        Raises:
-          ValueError: the batched arguments disagree on it; or the graph is
-            concrete and it is not :attr:`batch_size`.
-        """
-        leaves = jax.tree.leaves(args)
-        sizes = {
-            int(np.shape(x)[a])
-            for x, a in zip(leaves, self.in_batch_axes, strict=False)
-            if a is not None and np.ndim(x) > a
-        }
-        if len(sizes) > 1:
-            raise ValueError(
-                WRONG_ARGS.format(
-                    what="the batched arguments disagree on the batch size",
-                    got=sorted(sizes),
-                    expected="one size",
-                )
-            )
-        n = sizes.pop() if sizes else self.batch_size
-        if not self.symbolic and n != self.batch_size:
-            raise ValueError(
-                CONCRETE_GRAPH.format(size=self.batch_size, reason=self.symbolic_reason, got=n)
-            )
-        return n
+        """The batch size of ``args``, read along the batch axes (see :func:`batch_size_of`)."""
+        return batch_size_of(self, args)
 
     def at_batch_size(self, batch_size: int) -> ClusterGraph:
         """This partition for ``batch_size`` samples.
@@ -329,3 +305,35 @@ def _structure_difference(a: ClusterGraph, b: ClusterGraph) -> str | None:
                 f"cluster {cid} (queue position {position}) has {len(x)} equations against {len(y)}"
             )
     return None
+
+
+def batch_size_of(graph: Any, args: tuple[Any, ...]) -> int:
+    """The batch size of ``args``, read along ``graph.in_batch_axes``.
+
+    ``graph`` is a :class:`ClusterGraph`, or what a plan keeps of one (its
+    ``in_batch_axes``, ``batch_size``, ``symbolic`` and ``symbolic_reason``).
+
+    Raises:
+      ValueError: the batched arguments disagree on it; or the graph is
+        concrete and it is not ``graph.batch_size``.
+    """
+    leaves = jax.tree.leaves(args)
+    sizes = {
+        int(np.shape(x)[a])
+        for x, a in zip(leaves, graph.in_batch_axes, strict=False)
+        if a is not None and np.ndim(x) > a
+    }
+    if len(sizes) > 1:
+        raise ValueError(
+            WRONG_ARGS.format(
+                what="the batched arguments disagree on the batch size",
+                got=sorted(sizes),
+                expected="one size",
+            )
+        )
+    n = sizes.pop() if sizes else graph.batch_size
+    if not graph.symbolic and n != graph.batch_size:
+        raise ValueError(
+            CONCRETE_GRAPH.format(size=graph.batch_size, reason=graph.symbolic_reason, got=n)
+        )
+    return int(n)

@@ -68,7 +68,7 @@ from ..partition.dims import (
     jaxpr_mentions_batch,
     shape_text,
 )
-from ..partition.graph import CONCRETE_GRAPH, WRONG_ARGS, ClusterGraph
+from ..partition.graph import WRONG_ARGS, ClusterGraph, batch_size_of
 from ..partition.positions import is_batch_iota, offset_positions
 from .rounds import Combine, cut_rounds, partial_program, size_only
 
@@ -506,32 +506,13 @@ class Boundary:
         return len(self.consts)
 
     def batch_size_of(self, *args: Any) -> int:
-        """The batch size of ``args``, read along the batch axes (as the graph's).
+        """The batch size of ``args``, read along the batch axes, as the graph reads it.
 
         Raises:
-          ValueError: the batched arguments disagree on it; or the graph is
-            concrete and it is not :attr:`batch_size`.
+          ValueError: as :meth:`ClusterGraph.batch_size_of
+          <mlcache_lab.partition.ClusterGraph.batch_size_of>`.
         """
-        leaves = jax.tree.leaves(args)
-        sizes = {
-            int(np.shape(x)[a])
-            for x, a in zip(leaves, self.in_batch_axes, strict=False)
-            if a is not None and np.ndim(x) > a
-        }
-        if len(sizes) > 1:
-            raise ValueError(
-                WRONG_ARGS.format(
-                    what="the batched arguments disagree on the batch size",
-                    got=sorted(sizes),
-                    expected="one size",
-                )
-            )
-        n = sizes.pop() if sizes else self.batch_size
-        if not self.symbolic and n != self.batch_size:
-            raise ValueError(
-                CONCRETE_GRAPH.format(size=self.batch_size, reason=self.symbolic_reason, got=n)
-            )
-        return n
+        return batch_size_of(self, args)
 
     def initial_values(self, *args: Any) -> dict[int, Any]:
         """Slot -> value of the constants and inputs for ``args``.
