@@ -30,7 +30,6 @@ transformer_loop --layers 48 --repeats 5``.
 
 from __future__ import annotations
 
-import csv
 import os
 import statistics
 import sys
@@ -39,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .fresh_process import bench_main, spawn_child
+from .fresh_process import bench_main, spawn_child, write_csv
 
 MODULE = "mlcache_lab.bench.batched_warm_start"
 
@@ -162,20 +161,18 @@ def run_benchmark(
     return rows
 
 
+FIELDS = ["variant", "model", "repeat", "layers", "batch", "first_result", "resolve"]
+FIELDS += ["load", "execute", "glue", "run", "executables", "statuses", "checksum"]
+
+
 def _write(
     rows: list[dict[str, Any]], out: Path, layers: int, batch: int, repeats: int, model: str
 ) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["variant", "model", "repeat", "layers", "batch", "first_result", "resolve"]
-    fields += ["load", "execute", "glue", "run", "executables", "statuses", "checksum"]
-    with out.open("w", newline="") as fh:
-        fh.write(
-            f"# made by: python -m {MODULE} --model {model} --layers {layers} --batch {batch} "
-            f"--repeats {repeats} --out {out}\n"
-        )
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    command = (
+        f"python -m {MODULE} --model {model} --layers {layers} --batch {batch} "
+        f"--repeats {repeats} --out {out}"
+    )
+    write_csv(out, rows, command, FIELDS)
 
 
 def summarize(rows: list[dict[str, Any]]) -> str:

@@ -10,12 +10,14 @@ ways: as a driver that spawns ``python -m <module> --child <variant>
 benchmark that takes one), alternating variants, and as that child, which
 prints one JSON line of measurements. :func:`spawn_child` and
 :func:`bench_main` hold the spawning and the shared command line, so each
-benchmark only says what its child measures and how to sum up.
+benchmark only says what its child measures and how to sum up;
+:func:`write_csv` writes every benchmark's results under the command that made them.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bench_main", "run_json_child", "spawn_child"]
+__all__ = ["bench_main", "run_json_child", "spawn_child", "write_csv"]
 
 
 def run_json_child(
@@ -138,3 +140,19 @@ def bench_main(
     print(summarize(rows))
     print(f"wrote {args.out}")
     return 0
+
+
+def write_csv(
+    path: Path, rows: list[dict[str, Any]], command: str, fields: list[str] | None = None
+) -> None:
+    """``rows`` as CSV under a comment line naming the command that made them.
+
+    ``fields``: the columns, in order (other keys of the rows are left out);
+    default: the first row's keys.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        fh.write(f"# made by: {command}\n")
+        writer = csv.DictWriter(fh, fieldnames=fields or list(rows[0]), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)

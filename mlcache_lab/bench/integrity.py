@@ -25,7 +25,6 @@ Run: ``python -m mlcache_lab.bench.integrity [--layers 12] [--batch 8] [--repeat
 
 from __future__ import annotations
 
-import csv
 import os
 import statistics
 import sys
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .fresh_process import bench_main, spawn_child
+from .fresh_process import bench_main, spawn_child, write_csv
 
 MODULE = "mlcache_lab.bench.integrity"
 
@@ -117,18 +116,16 @@ def run_benchmark(
     return rows
 
 
+FIELDS = ["variant", "repeat", "layers", "batch", "ready", "first_result"]
+FIELDS += ["entry_bytes", "hmac_seconds", "statuses", "checksum"]
+
+
 def _write(rows: list[dict[str, Any]], out: Path, layers: int, batch: int, repeats: int) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["variant", "repeat", "layers", "batch", "ready", "first_result"]
-    fields += ["entry_bytes", "hmac_seconds", "statuses", "checksum"]
-    with out.open("w", newline="") as fh:
-        fh.write(
-            f"# made by: python -m mlcache_lab.bench.integrity --layers {layers} "
-            f"--batch {batch} --repeats {repeats}\n"
-        )
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    command = (
+        f"python -m mlcache_lab.bench.integrity --layers {layers} "
+        f"--batch {batch} --repeats {repeats}"
+    )
+    write_csv(out, rows, command, FIELDS)
 
 
 def summarize(rows: list[dict[str, Any]]) -> str:

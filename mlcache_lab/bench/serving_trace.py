@@ -28,7 +28,6 @@ Run: ``python -m mlcache_lab.bench.serving_trace`` (``--quick`` for a tiny model
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import statistics
 import sys
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fresh_process import write_csv
 
 __all__ = [
     "DEFAULTS",
@@ -319,16 +320,6 @@ def write_results(
     write_csv(out, results, command)
     write_csv(steady_path, steady, command)
     return [out, steady_path]
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]], command: str) -> None:
-    """``rows`` as CSV under a comment line naming the command that made them."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        fh.write(f"# made by: {command}\n")
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def alternating_samples(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .fresh_process import run_json_child
+from .fresh_process import run_json_child, write_csv
 
 __all__ = ["main", "training_trace"]
 
@@ -358,7 +358,6 @@ def main(argv: list[str] | None = None) -> int:
     for s in steady:
         s.update(next(m for m in memory if m["variant"] == s["variant"]))
     out = Path(args.out)
-    from .serving_trace import write_csv
 
     write_csv(out, trace, command.strip())
     write_csv(

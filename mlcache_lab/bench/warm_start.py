@@ -30,7 +30,6 @@ Run: ``python -m mlcache_lab.bench.warm_start [--layers 48] [--repeats 7]``, or
 
 from __future__ import annotations
 
-import csv
 import os
 import statistics
 import sys
@@ -39,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .fresh_process import bench_main, spawn_child
+from .fresh_process import bench_main, spawn_child, write_csv
 
 MODULE = "mlcache_lab.bench.warm_start"
 
@@ -185,32 +184,19 @@ def run_benchmark(
     return rows
 
 
+FIELDS = ["variant", "model", "repeat", "layers", "batch", "ready", "first_result"]
+FIELDS += ["second_call", "setup_seconds", "statuses", "checksum"]
+
+
 def _write(
     rows: list[dict[str, Any]], out: Path, layers: int, batch: int, repeats: int, model: str
 ) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fields = [
-        "variant",
-        "model",
-        "repeat",
-        "layers",
-        "batch",
-        "ready",
-        "first_result",
-        "second_call",
-        "setup_seconds",
-        "statuses",
-        "checksum",
-    ]
-    with out.open("w", newline="") as fh:
-        option = "" if model == DEFAULT_MODEL else f" --model {model} --out {out}"
-        fh.write(
-            f"# made by: python -m mlcache_lab.bench.warm_start --layers {layers} "
-            f"--batch {batch} --repeats {repeats}{option}\n"
-        )
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    option = "" if model == DEFAULT_MODEL else f" --model {model} --out {out}"
+    command = (
+        f"python -m mlcache_lab.bench.warm_start --layers {layers} "
+        f"--batch {batch} --repeats {repeats}{option}"
+    )
+    write_csv(out, rows, command, FIELDS)
 
 
 def summarize(rows: list[dict[str, Any]]) -> str:
