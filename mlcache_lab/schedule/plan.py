@@ -159,11 +159,11 @@ class Plan:
         what ran is in :attr:`timeline`.
         """
         segment_set, store = self.segment_set, self.store
-        env, timeline = self._execute(
+        _, result, timeline = self._execute(
             lambda segment, device: segment_function(segment_set, segment, device, store), args
         )
         self.timeline = timeline
-        return self.boundary.outputs(env)
+        return result
 
     def reference(self, *args: Any) -> Any:
         """Execute the plan uncompiled: the oracle :meth:`run` is tested against.
@@ -173,8 +173,8 @@ class Plan:
         :mod:`.reference`): no store, no compiled segment. :attr:`timeline` is
         left as the last :meth:`run` made it.
         """
-        env, _ = self._execute(_reference_functions(), args)
-        return self.boundary.outputs(env)
+        _, result, _ = self._execute(_reference_functions(), args)
+        return result
 
     def reference_values(self, *args: Any) -> dict[Var, Any]:
         """Like :meth:`reference`, but the value of every variable a segment reads or makes.
@@ -188,14 +188,14 @@ class Plan:
         """
         if self.graph is None:
             raise ValueError(NO_GRAPH_FOR_REFERENCE)
-        env, _ = self._execute(_reference_functions(), args)
+        env, _, _ = self._execute(_reference_functions(), args)
         var_of = {slot: v for v, slot in variable_slots(self.graph).items()}
         return {var_of[slot]: value for slot, value in env.items()}
 
     def _execute(
         self, function: SegmentFunction, args: tuple[Any, ...]
-    ) -> tuple[dict[int, Any], Timeline]:
-        """Run every segment; the value of every slot read or made, and the timeline."""
+    ) -> tuple[dict[int, Any], Any, Timeline]:
+        """Run every segment: the value of every slot read or made, the outputs, the timeline."""
         boundary = self.boundary
         env = boundary.initial_values(*args)
         got = boundary.batch_size_of(*args)
@@ -210,9 +210,10 @@ class Plan:
             else:
                 outs = self._run_whole(function, segment, inputs, timeline, t0)
             env.update(zip(segment.outputs, outs, strict=True))
-        jax.block_until_ready(boundary.outputs(env))
+        result = boundary.outputs(env)
+        jax.block_until_ready(result)
         timeline.total_seconds = time.perf_counter() - t0
-        return env, timeline
+        return env, result, timeline
 
     def _call(
         self,
