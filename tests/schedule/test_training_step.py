@@ -66,15 +66,20 @@ def test_gradients_are_reductions_and_the_update_runs_once_after_the_combine(sta
     assert modes[-1] == "once" and modes.count("combine") == 1
 
 
-def test_training_step_under_batched_jit_equals_jax_jit(state) -> None:  # type: ignore[no-untyped-def]
-    params, opt_state = state
-    step = mcl.batched_jit(
+def _chunked_step() -> mcl.BatchedFunction:
+    """The training step under ``chunk`` (8 rows a chunk), with an in-memory store."""
+    return mcl.batched_jit(
         train_step,
         batch_axes=(None, None, 0, 0),
         policy="chunk",
         micro_batch=8,
         store=mcl.CacheStore(None),
     )
+
+
+def test_training_step_under_batched_jit_equals_jax_jit(state) -> None:  # type: ignore[no-untyped-def]
+    params, opt_state = state
+    step = _chunked_step()
     reference = jax.jit(train_step)
     for n in (16, 23, 5, 40):
         out, expected = (
@@ -96,18 +101,11 @@ def test_training_step_under_batched_jit_equals_jax_jit(state) -> None:  # type:
 
 def test_training_step_compiles_nothing_at_a_new_batch_size(state) -> None:  # type: ignore[no-untyped-def]
     params, opt_state = state
-    step = mcl.batched_jit(
-        train_step,
-        batch_axes=(None, None, 0, 0),
-        policy="chunk",
-        micro_batch=8,
-        store=mcl.CacheStore(None),
-    )
+    step = _chunked_step()
     step(params, opt_state, *_batch(16))
     for n in (23, 40):
         step(params, opt_state, *_batch(n))
-        assert step.last_plan is not None and step.last_plan.timeline is not None
-        assert step.last_plan.timeline.compile_count() == 0, step.last_plan.timeline
+        assert step.last_timeline.compile_count() == 0, step.last_timeline
 
 
 def test_scanned_transformer_step_accumulates_layer_gradients_in_its_backward_scan() -> None:
