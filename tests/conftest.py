@@ -1,6 +1,13 @@
-"""Shared fixtures: a PRNG key, a fresh on-disk store per test, small test functions."""
+"""Shared fixtures: a PRNG key, a fresh on-disk store per test, small test functions, and one
+run of ``mlcache-lab demo`` that the demo's and the behaviour table's tests all read."""
 
 from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any
 
 import jax
 import pytest
@@ -40,3 +47,89 @@ def fresh_key_file(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("MLCACHE_LAB_KEY_FILE", str(path))
     monkeypatch.delenv("MLCACHE_LAB_UNSAFE_SKIP_VERIFY", raising=False)
     return path
+
+
+# Session fixtures that run something long once, and the xdist group of the tests reading each.
+SHARED_RUNS = ("demo_run", "quick_serving_rows")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook, on each worker)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that read a run of SHARED_RUNS in one xdist group: with `--dist loadgroup`
+    (pyproject.toml) they run on one worker, so the run happens once per session."""
+    for item in items:
+        for name in SHARED_RUNS:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoRun:
+    """One run of ``mlcache-lab demo``: what it returned, printed and wrote, and every
+    pipeline change it measured, as ``run_change`` returned it (base call, changed call)."""
+
+    out: Path
+    rc: int
+    stdout: str
+    stderr: str
+    changes: dict[str, tuple[dict[str, Any], dict[str, Any]]]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """``mlcache-lab demo`` on a tiny transformer, once per session (one xdist group).
+
+    ``run_change`` is wrapped to keep each change's results and to ask every fresh process
+    to compare its output with ``jax.jit``'s too (``max_abs_diff``), which the demo itself
+    does not ask for: the table's tests assert on it.
+    """
+    from mlcache_lab import cli, experiments
+
+    root = tmp_path_factory.mktemp("demo")
+    real = experiments.run_change
+    changes: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def recording(change: Any, spec: Any, **options: Any) -> tuple[dict[str, Any], ...]:
+        base, changed = real(change, spec, **{**options, "verify": True})
+        changes[change.name] = (base, changed)
+        return base, changed
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv = ["demo", "--out", str(root / "out"), "--store", str(root / "store")]
+    argv += ["--layers", "1", "--seq", "8", "--width", "16", "--batch-size", "2"]
+    argv += ["--sizes", "3,5,7", "--micro-batch", "4"]
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        patch.setattr(experiments, "run_change", recording)
+        rc = cli.main(argv)
+    return DemoRun(root / "out", rc, stdout.getvalue(), stderr.getvalue(), changes)
+
+
+@pytest.fixture(scope="session")
+def quick_serving_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``serving_trace.run`` on its ``--quick`` settings, once per session: the trace's rows
+    and the steady state's."""
+    from mlcache_lab.bench import serving_trace
+
+    knobs = serving_trace.settings(quick=True)
+    return serving_trace.run(**knobs, policies=serving_trace.DEFAULT_POLICIES)
+
+
+@pytest.fixture
+def quick_serving(quick_serving_rows: Any, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """``serving_trace.run`` answering with ``quick_serving_rows``; the keyword arguments it
+    was called with, one dict per call (a test asserts the measurement asked for was the
+    quick one, which ``quick_serving_rows`` measured)."""
+    from mlcache_lab.bench import serving_trace
+
+    calls: list[dict[str, Any]] = []
+
+    def replay(**knobs: Any) -> Any:
+        calls.append(knobs)
+        return quick_serving_rows
+
+    monkeypatch.setattr(serving_trace, "run", replay)
+    return calls

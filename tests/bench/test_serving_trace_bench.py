@@ -1,4 +1,8 @@
-"""The serving-trace benchmark runs end to end on a tiny model and writes its tables."""
+"""The serving-trace benchmark runs end to end on a tiny model and writes its tables.
+
+The measurement itself runs once per session (``quick_serving_rows``, which the serving
+study's test reads too); the command line's test replays it.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,13 @@ def test_trace_is_log_uniform_and_deterministic():
 
 
 @pytest.mark.slow
-def test_quick_run_writes_both_tables(tmp_path, capsys):
+def test_quick_run_writes_both_tables(tmp_path, capsys, quick_serving):
     out = tmp_path / "serving_trace.csv"
     assert serving_trace.main(["--quick", "--out", str(out)]) == 0
+    # The rows are quick_serving_rows': serving_trace.run on exactly these settings.
+    assert quick_serving == [
+        {**serving_trace.settings(quick=True), "policies": serving_trace.DEFAULT_POLICIES}
+    ]
     with out.open() as fh:
         assert fh.readline().startswith("# made by: python -m mlcache_lab.bench.serving_trace")
         rows = list(csv.DictReader(fh))

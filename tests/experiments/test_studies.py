@@ -24,10 +24,19 @@ def test_quick_settings_shrink_the_trace_and_keep_the_rest():
 
 
 @pytest.mark.slow
-def test_serving_study_writes_the_rows_the_benchmark_measures(tmp_path, capsys):
+def test_serving_study_writes_the_rows_the_benchmark_measures(tmp_path, quick_serving):
     written = studies.run_benchmark(
         "serving_trace", tmp_path, quick=True, repeats=2, command="mlcache-lab bench x"
     )
+    # The benchmark's own measurement, on its quick settings but the repeats asked for (the
+    # rows are quick_serving_rows': serving_trace.run on these settings, 3 steady repeats).
+    assert quick_serving == [
+        {
+            **serving_trace.settings(quick=True),
+            "steady_repeats": 2,
+            "policies": serving_trace.DEFAULT_POLICIES,
+        }
+    ]
     names = sorted(p.name for p in written)
     assert names == ["serving_steady.csv", "serving_trace.csv", "serving_trace.png"]
     with (tmp_path / "serving_trace.csv").open() as fh:
