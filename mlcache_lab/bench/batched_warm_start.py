@@ -6,10 +6,15 @@ and its arguments excluded, identically for all):
 
 * ``chunk``: ``batched_jit(apply, policy="chunk", micro_batch=16)``, warm store;
 * ``buckets``: ``batched_jit(apply, policy="buckets", micro_batch=16)``, warm store;
+* ``chunk_one_program``: ``chunk`` with ``share_blocks=False``, the ablation
+  of repeated blocks (:mod:`mlcache_lab.schedule.repeats`): the batched work
+  stays one program;
 * ``cached_jit``: ``cached_jit(apply, batch_axes=...)``, warm store;
 * ``jax``: ``jax.jit(apply)`` with JAX's persistent compilation cache warm.
 
-Each reports ``first_result`` (the first call's result is ready) and where
+The first round (each variant's cold start, into empty caches) is kept
+as ``repeat = -1`` and reported apart. Each reports ``first_result`` (the
+first call's result is ready) and where
 the time went: ``resolve`` (for ``batched_jit``: looking up
 trace/partition/segments; for ``cached_jit``: its levels, the executable's
 load included), ``load`` (finding and loading every segment's executable),
@@ -18,10 +23,11 @@ padding, assembling between them) and the level statuses.
 
 Models (``--model``): ``transformer``, the built-in one (its layers under
 ``lax.scan``, ``--layers`` deep, 12 by default), and ``transformer_loop``, the
-same blocks with the layers in a Python loop (not ``scan``), so the jaxpr
-grows with the depth (48 layers: the case where tracing and analysis cost
-most). Batch 37 by default: under ``chunk`` 16+16+5 (padded), under
-``buckets`` 16+16+4+1.
+same blocks with the layers in a Python loop (``get_model("transformer",
+scan=False)``), so the jaxpr grows with the depth (48 layers: the case where
+tracing and analysis cost most, and where ``batched_jit`` cuts the layers into
+blocks that share one program, :mod:`mlcache_lab.schedule.repeats`). Batch
+37 by default: under ``chunk`` 16+16+5 (padded), under ``buckets`` 16+16+4+1.
 
 Run: ``python -m mlcache_lab.bench.batched_warm_start --model transformer --layers 12
 --repeats 5`` and ``python -m mlcache_lab.bench.batched_warm_start --model
@@ -44,36 +50,19 @@ MODULE = "mlcache_lab.bench.batched_warm_start"
 
 __all__ = ["main", "run_benchmark", "summarize"]
 
-VARIANTS = ("chunk", "buckets", "cached_jit", "jax")
+VARIANTS = ("chunk", "buckets", "cached_jit", "jax", "chunk_one_program")
+BATCHED = {"chunk": ("chunk", True), "buckets": ("buckets", True)}
+BATCHED["chunk_one_program"] = ("chunk", False)  # (policy, share_blocks)
 MODELS = ("transformer", "transformer_loop")
 MICRO_BATCH = 16
 
 
 def _build(model: str, layers: int, batch: int) -> tuple[Any, tuple[Any, ...], Any]:
     """``(apply, args, batch_axes)`` of ``model`` at ``batch``."""
-    import jax
-
     from mlcache_lab.models import get_model
-    from mlcache_lab.models.transformer import block, layer_norm
 
-    built = get_model("transformer", layers=layers)
-    args = built.example_args(batch)
-    if model == "transformer":
-        return built.apply, args, built.batch_axes
-    params, tokens = args
-    # The same weights, one dict per layer: the loop below unrolls into the jaxpr.
-    per_layer = [jax.tree.map(lambda a, i=i: a[i], params["layers"]) for i in range(layers)]
-    looped = {**params, "layers": per_layer}
-    heads = built.config["num_heads"]
-
-    def apply(p: Any, t: Any) -> Any:
-        x = p["embed"][t] + p["pos"][: t.shape[-1]]
-        for layer in p["layers"]:
-            x = block(x, layer, heads)
-        x = layer_norm(x, p["ln_f_scale"], p["ln_f_bias"])
-        return x @ p["embed"].T
-
-    return apply, (looped, tokens), built.batch_axes
+    built = get_model("transformer", layers=layers, scan=model == "transformer")
+    return built.apply, built.example_args(batch), built.batch_axes
 
 
 def _child(variant: str, workdir: str, layers: int, batch: int, model: str = MODELS[0]) -> dict:  # type: ignore[type-arg]
@@ -90,13 +79,15 @@ def _child(variant: str, workdir: str, layers: int, batch: int, model: str = MOD
     result: dict[str, Any] = {"variant": variant, "model": model}
     store = os.path.join(workdir, "store")
     t0 = time.perf_counter()
-    if variant in ("chunk", "buckets"):
+    if variant in BATCHED:
+        policy, share_blocks = BATCHED[variant]
         bf = mcl.batched_jit(
             apply,
             batch_axes=batch_axes,
-            policy=variant,
+            policy=policy,
             micro_batch=MICRO_BATCH,
             store=mcl.CacheStore(store),
+            share_blocks=share_blocks,
         )
         out = jax.block_until_ready(bf(*args))
         result["first_result"] = time.perf_counter() - t0
@@ -149,8 +140,10 @@ def run_benchmark(
         raise ValueError(f"Valid options for 'model' are {list(MODELS)}. Got model={model!r}.")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mlcache-batched-warm-") as workdir:
-        for variant in VARIANTS:  # warm: each writes its own entries
-            _spawn(variant, workdir, layers, batch, model)
+        for variant in VARIANTS:  # cold: each writes its own entries
+            row = _spawn(variant, workdir, layers, batch, model)
+            row.update(repeat=-1, layers=layers, batch=batch)
+            rows.append(row)
         for repeat in range(repeats):
             for variant in VARIANTS:
                 row = _spawn(variant, workdir, layers, batch, model)
@@ -177,29 +170,28 @@ def _write(
 
 def summarize(rows: list[dict[str, Any]]) -> str:
     """Medians per variant, the ratios against the targets, and where batched_jit's time goes."""
+    cold = {r["variant"]: r["first_result"] for r in rows if r["repeat"] == -1}
+    warm = [r for r in rows if r["repeat"] != -1]
 
     def med(variant: str, key: str) -> float:
-        return statistics.median(r[key] for r in rows if r["variant"] == variant and key in r)
+        return statistics.median(r[key] for r in warm if r["variant"] == variant and key in r)
 
     lines = [f"model: {rows[0]['model']}, {rows[0]['layers']} layers, batch {rows[0]['batch']}"]
     lines.append(
-        f"{'variant':<11} {'first result s':>15} {'resolve s':>10} {'load s':>8} "
-        f"{'execute s':>10} {'glue s':>8}"
+        f"{'variant':<18} {'cold s':>8} {'first result s':>15} {'resolve s':>10} {'load s':>8} "
+        f"{'execute s':>10} {'glue s':>8} {'executables':>12}"
     )
     for v in VARIANTS:
-        parts = [f"{v:<11} {med(v, 'first_result'):15.4f}"]
-        if v != "jax":
-            parts.append(f"{med(v, 'resolve'):10.4f}")
-        if v in ("chunk", "buckets"):
-            parts.append(f"{med(v, 'load'):8.4f}")
-        if v != "jax":
-            parts.append(f"{med(v, 'execute'):10.4f}")
-        if v in ("chunk", "buckets"):
-            parts.append(f"{med(v, 'glue'):8.4f}")
-        lines.append(" ".join(parts))
+        parts = [f"{v:<18} {cold.get(v, float('nan')):8.3f} {med(v, 'first_result'):15.4f}"]
+        parts.append(f"{med(v, 'resolve'):10.4f}" if v != "jax" else " " * 10)
+        parts.append(f"{med(v, 'load'):8.4f}" if v in BATCHED else " " * 8)
+        parts.append(f"{med(v, 'execute'):10.4f}" if v != "jax" else " " * 10)
+        if v in BATCHED:
+            parts.append(f"{med(v, 'glue'):8.4f} {int(med(v, 'executables')):12d}")
+        lines.append(" ".join(parts).rstrip())
     ours = med("cached_jit", "first_result")
     jax_ = med("jax", "first_result")
-    for v, target in (("chunk", 1.05), ("buckets", 1.25)):
+    for v, target in (("chunk", 1.05), ("buckets", 1.25), ("chunk_one_program", 1.05)):
         first = med(v, "first_result")
         lines.append(
             f"{v}: / cached_jit = {first / ours:.3f} (target <= {target}), / jax = "
@@ -208,8 +200,8 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             f"executions {med(v, 'execute'):.4f} s (cached_jit's: "
             f"{med('cached_jit', 'execute'):.4f} s), glue {med(v, 'glue'):.4f} s"
         )
-    statuses = sorted({f"{r['variant']}: {r['statuses']}" for r in rows})
-    lines.append("statuses: " + "; ".join(statuses))
+    statuses = sorted({f"{r['variant']}: {r['statuses']}" for r in warm})
+    lines.append("statuses (warm): " + "; ".join(statuses))
     return "\n".join(lines)
 
 

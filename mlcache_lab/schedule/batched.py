@@ -40,7 +40,7 @@ from ..stages.cached_function import CachedFunction
 from ..stages.report import LevelReport, StageReport
 from ..stages.signature import Signature, make_signature
 from .partitioned_levels import PartitionArtifact, partition_config, segments_config
-from .plan import Plan, plan_segments, schedule
+from .plan import BAD_SHARE_BLOCKS, Plan, plan_segments, schedule
 from .policies import validate
 from .segments import SegmentSet, build_segments
 from .timeline import Timeline
@@ -79,6 +79,7 @@ class BatchedFunction:
         min_cluster_size: int,
         devices: Sequence[Any] | None,
         growth: str = "gather",
+        share_blocks: bool = True,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"batched_jit expects a callable 'fn'. Got fn={fn!r}.")
@@ -91,7 +92,10 @@ class BatchedFunction:
             or min_cluster_size < 1
         ):
             raise ValueError(BAD_MIN_CLUSTER_SIZE.format(value=min_cluster_size))
+        if not isinstance(share_blocks, bool):
+            raise ValueError(BAD_SHARE_BLOCKS.format(value=share_blocks))
         self._fn = fn
+        self.share_blocks = share_blocks
         self.batch_axes = batch_axes
         self.policy, self.micro_batch = policy, micro_batch
         self.bucket_sizes = tuple(bucket_sizes) if bucket_sizes is not None else None
@@ -178,7 +182,7 @@ class BatchedFunction:
         configs = {
             "trace": tracer._configs(sig, None, None, context)["trace"],
             "partition": partition_config(self.min_cluster_size, self.growth),
-            "segments": segments_config(self.policy),
+            "segments": segments_config(self.policy, self.share_blocks),
         }
         chain, prev = {}, "root"
         for level in PARTITIONED_LEVELS:
@@ -264,7 +268,7 @@ class BatchedFunction:
             graph = self.graph
             if graph is None:  # the partition is known, so the graph can be rebuilt
                 raise RuntimeError("internal error: the graph could not be rebuilt")
-            segments = build_segments(graph, self.policy)
+            segments = build_segments(graph, self.policy, share_blocks=self.share_blocks)
             meta = {"partition": self._partition_key}
             store.remember("segments", ckey, segments, meta, None if notes else chain["segments"])
             try:
@@ -439,6 +443,7 @@ class BatchedFunction:
                     bucket_sizes=self.bucket_sizes,
                     devices=self.devices,
                     store=self.store,
+                    share_blocks=self.share_blocks,
                 )
         return self._plans[batch_size]
 
@@ -512,6 +517,7 @@ def batched_jit(
     min_cluster_size: int = 1,
     devices: Sequence[Any] | None = None,
     growth: str = "gather",
+    share_blocks: bool = True,
 ) -> BatchedFunction:
     """``fn`` partitioned into clusters and scheduled per batch size (see :func:`schedule`).
 
@@ -525,6 +531,10 @@ def batched_jit(
       min_cluster_size: passed to :func:`mlcache_lab.partition`.
       devices: devices for ``devices`` (default all).
       growth: passed to :func:`mlcache_lab.partition` (``"plain"`` for ablations).
+      share_blocks: cut layers repeated back to back (a Python loop over
+        layers) into blocks that share one program, so one executable per size
+        serves them all (see :mod:`mlcache_lab.schedule.repeats`); ``False``
+        keeps them in one program (for ablations).
 
     Returns:
       A :class:`BatchedFunction`: call it like ``fn``; ``.last_plan`` and
@@ -540,4 +550,5 @@ def batched_jit(
         min_cluster_size=min_cluster_size,
         devices=devices,
         growth=growth,
+        share_blocks=share_blocks,
     )

@@ -58,7 +58,7 @@ def analysis_version() -> str:
 def schedule_version() -> str:
     """The code that cuts segment programs out of a graph (positions: the per-chunk iota)."""
     return digest(
-        _source_digest("schedule", ("segments.py", "rounds.py")),
+        _source_digest("schedule", ("segments.py", "rounds.py", "repeats.py")),
         _source_digest("partition", ("positions.py",)),
     )
 
@@ -76,12 +76,12 @@ def partition_config(min_cluster_size: int, growth: str) -> KeyComponents:
     )
 
 
-def segments_config(policy: str) -> KeyComponents:
+def segments_config(policy: str, share_blocks: bool = True) -> KeyComponents:
     """Everything that decides the segment programs, given the partition, by name."""
     return KeyComponents(
         "segments",
         {
-            "policy": segment_flavour(policy),
+            "policy": segment_flavour(policy, share_blocks),
             "schedule_code": schedule_version(),
             "segments_format": str(SEGMENTS_FORMAT),
         },

@@ -59,6 +59,10 @@ BAD_FUSE = (
     "'fuse' must be True (fuse adjacent clusters that run alike into one segment) or False "
     "(a segment per cluster). Got fuse={value!r}."
 )
+BAD_SHARE_BLOCKS = (
+    "'share_blocks' must be True (layers repeated back to back share one program per size) "
+    "or False (they stay in one program, for ablations). Got share_blocks={value!r}."
+)
 NO_GRAPH_FOR_REFERENCE = (
     "This plan was made from segments read from the cache (a warm batched_jit), without its "
     "cluster graph, and reference_values are keyed by the graph's variables. Fix: schedule "
@@ -73,8 +77,16 @@ WRONG_BATCH = (
 def segment_function(
     segments: SegmentSet, segment: Segment, device: Any, store: CacheStore | None
 ) -> CachedFunction:
-    """The ``cached_jit`` of ``segment``'s program on ``device`` (made once per set)."""
-    key = (segment.index, None if device is None else device.id)
+    """The ``cached_jit`` of ``segment``'s program on ``device`` (made once per set and program).
+
+    Segments with the same program (repeated blocks) share one function, and so
+    one executable per size.
+    """
+    key = (
+        segment.program.__mlcache_fingerprint__(),
+        segment.batch_axes,
+        None if device is None else device.id,
+    )
     f = segments.functions.get(key)
     if f is None:
         f = cached_jit(
@@ -101,13 +113,17 @@ _SEGMENTS: weakref.WeakKeyDictionary[ClusterGraph, dict[tuple[int, str, bool], S
 
 
 def graph_segments(
-    graph: ClusterGraph, policy: str, store: CacheStore | None, fuse: bool = True
+    graph: ClusterGraph,
+    policy: str,
+    store: CacheStore | None,
+    fuse: bool = True,
+    share_blocks: bool = True,
 ) -> SegmentSet:
     """``graph``'s segments for ``policy`` (built once per graph, store, flavour and fusing)."""
     per_graph = _SEGMENTS.setdefault(graph, {})
-    key = (id(store), segment_flavour(policy), fuse)
+    key = (id(store), segment_flavour(policy, share_blocks), fuse)
     if key not in per_graph:
-        per_graph[key] = build_segments(graph, policy, fuse)
+        per_graph[key] = build_segments(graph, policy, fuse, share_blocks)
     return per_graph[key]
 
 
@@ -190,12 +206,16 @@ class Plan:
             raise ValueError(NO_GRAPH_FOR_REFERENCE)
         env, _, _ = self._execute(_reference_functions(), args)
         var_of = {slot: v for v, slot in variable_slots(self.graph).items()}
-        return {var_of[slot]: value for slot, value in env.items()}
+        return {var_of[slot]: self._assembled(env, slot) for slot in list(env)}
 
     def _execute(
         self, function: SegmentFunction, args: tuple[Any, ...]
     ) -> tuple[dict[int, Any], Any, Timeline]:
-        """Run every segment: the value of every slot read or made, the outputs, the timeline."""
+        """Run every segment: the value of every slot read or made, the outputs, the timeline.
+
+        A split segment's outputs stay in chunk parts (:class:`_Parts`) unless
+        something reads them whole.
+        """
         boundary = self.boundary
         env = boundary.initial_values(*args)
         got = boundary.batch_size_of(*args)
@@ -204,16 +224,28 @@ class Plan:
         timeline = Timeline()
         t0 = time.perf_counter()
         for segment in self.segments:
-            inputs = [env[v] for v in segment.inputs]
-            if segment.mode == "split":
+            if segment.mode == "split":  # chunk parts of an earlier split segment: as they are
+                inputs = [env[v] for v in segment.inputs]
                 outs = self._run_split(function, segment, inputs, timeline, t0)
             else:
+                inputs = [self._assembled(env, v) for v in segment.inputs]
                 outs = self._run_whole(function, segment, inputs, timeline, t0)
             env.update(zip(segment.outputs, outs, strict=True))
+        for slot in boundary.output_slots:
+            if not isinstance(slot, tuple):  # ("literal", value) needs nothing
+                self._assembled(env, slot)
         result = boundary.outputs(env)
         jax.block_until_ready(result)
         timeline.total_seconds = time.perf_counter() - t0
         return env, result, timeline
+
+    def _assembled(self, env: dict[int, Any], slot: int) -> Any:
+        """The value of ``slot`` on the whole batch (chunk parts assembled, once)."""
+        value = env[slot]
+        if isinstance(value, _Parts):
+            home = self.devices[0] if self.policy == "devices" else None
+            value = env[slot] = _assemble(value, value.axis, self.chunks, home)
+        return value
 
     def _call(
         self,
@@ -284,7 +316,10 @@ class Plan:
         pending = []
         for k, chunk in enumerate(self.chunks):
             device = self.devices[k % len(self.devices)] if spread else None
-            args = [_take(x, a, chunk) for x, a in zip(inputs, segment.in_axes, strict=True)]
+            args = [
+                x[k] if isinstance(x, _Parts) else _take(x, a, chunk)
+                for x, a in zip(inputs, segment.in_axes, strict=True)
+            ]
             if segment.carrier:
                 args.insert(0, np.zeros((chunk.run_size,), np.int8))
             if device is not None:
@@ -325,13 +360,10 @@ class Plan:
                 )
             )
             results.append(outs)
-        home = self.devices[0] if spread else None
         if segment.combines:
+            home = self.devices[0] if spread else None
             return self._combine(segment, results, home, timeline, t0)
-        return [
-            _assemble([r[j] for r in results], axis, self.chunks, home)
-            for j, axis in enumerate(segment.out_axes)
-        ]
+        return [_Parts.of([r[j] for r in results], axis) for j, axis in enumerate(segment.out_axes)]
 
     def _combine(
         self,
@@ -349,7 +381,7 @@ class Plan:
         for j, (axis, how) in enumerate(zip(segment.out_axes, segment.combines, strict=True)):
             parts = [r[j] for r in results]
             if how is None:
-                outs.append(_assemble(parts, axis, self.chunks, home))
+                outs.append(_Parts.of(parts, axis))
                 continue
             values = None if how.value is None else [r[n + how.value] for r in results]
             outs.append(combine(how.op, parts, values, starts, home))
@@ -430,6 +462,29 @@ class Plan:
             "<tr><th>segment</th><th>clusters</th><th>mode</th><th>runs</th></tr>"
             f"{rows}</table>"
         )
+
+
+class _Parts(list):  # type: ignore[type-arg]
+    """A split segment's output as its chunks made it (padding included), on their devices.
+
+    The next split segment reads chunk ``k``'s part as it is, with no
+    assembling and slicing again between them (repeated blocks pass their
+    activations along this way); anything else reads it assembled
+    (:meth:`Plan._assembled`). Padded rows are copies of the last row, or
+    outputs made from them: per-sample work keeps them apart from real rows,
+    and reductions mask them.
+    """
+
+    axis: int
+
+    @classmethod
+    def of(cls, parts: list[Any], axis: int | None) -> Any:
+        """``parts`` kept per chunk, or, along no batch axis, the one value they share."""
+        if axis is None:
+            return parts[0]  # the same for every chunk
+        kept = cls(parts)
+        kept.axis = axis
+        return kept
 
 
 def _is_key(x: Any) -> bool:
@@ -514,6 +569,7 @@ def schedule(
     devices: Sequence[Any] | None = None,
     store: CacheStore | None = None,
     fuse: bool = True,
+    share_blocks: bool = True,
 ) -> Plan:
     """Schedule ``graph``'s queue for ``batch_size`` samples.
 
@@ -530,20 +586,26 @@ def schedule(
       fuse: fuse adjacent clusters that run the same way into one segment (the
         default); ``False`` makes every cluster a segment of its own, as the
         reference oracle (``g.run``, the tests' ground truth) runs them.
+      share_blocks: cut a split segment whose layers repeat back to back (a
+        Python loop over layers) into blocks sharing one program, compiled and
+        loaded once per size (:mod:`mlcache_lab.schedule.repeats`); ``False``
+        for ablations. Only with ``fuse``.
 
     Raises:
       ValueError: an unknown policy, ``batch_size`` or ``micro_batch`` < 1,
-        bucket sizes that cannot add up to ``batch_size``, or a ``fuse`` that
-        is not a bool.
+        bucket sizes that cannot add up to ``batch_size``, or a ``fuse`` or
+        ``share_blocks`` that is not a bool.
     """
     validate(batch_size, policy, micro_batch, bucket_sizes)
     if not isinstance(fuse, bool):
         raise ValueError(BAD_FUSE.format(value=fuse))
+    if not isinstance(share_blocks, bool):
+        raise ValueError(BAD_SHARE_BLOCKS.format(value=share_blocks))
     if not graph.symbolic:
         if policy != "whole":
             raise ValueError(NOT_SYMBOLIC.format(reason=graph.symbolic_reason, policy=policy))
         graph = graph.at_batch_size(batch_size)  # traced again at this size
-    segment_set = graph_segments(graph, policy, store, fuse)
+    segment_set = graph_segments(graph, policy, store, fuse, share_blocks)
     return plan_segments(
         segment_set, batch_size, policy, micro_batch, bucket_sizes, devices, store, graph
     )

@@ -63,6 +63,7 @@ from ..cache.keys import digest
 from ..jax_internals import symbolic_scope
 from ..partition.dims import (
     batch_dim,
+    eqn_mentions_batch,
     is_batch_dim,
     is_symbolic,
     jaxpr_mentions_batch,
@@ -70,6 +71,7 @@ from ..partition.dims import (
 )
 from ..partition.graph import WRONG_ARGS, ClusterGraph, batch_size_of
 from ..partition.positions import is_batch_iota, offset_positions
+from .repeats import find_blocks
 from .rounds import Combine, cut_rounds, partial_program, size_only
 
 __all__ = ["MODES", "Boundary", "Segment", "SegmentProgram", "SegmentSet", "build_segments"]
@@ -251,12 +253,18 @@ def fusing_order(graph: ClusterGraph, modes: dict[int, str]) -> list[int]:
     return order
 
 
-def build_segments(graph: ClusterGraph, policy: str, fuse: bool = True) -> SegmentSet:
+def build_segments(
+    graph: ClusterGraph, policy: str, fuse: bool = True, share_blocks: bool = True
+) -> SegmentSet:
     """Fuse clusters that run the same way, in a fusing topological order, into segments.
 
     Returns the segments (reading and writing slots) with the graph's :class:`Boundary`.
     With ``fuse=False`` every cluster is a segment of its own (the reference
     oracle's view: every cluster's inputs and outputs are segment boundaries).
+    With ``share_blocks`` (and ``fuse``), a split segment whose equations
+    repeat block after block (layers in a Python loop) is cut into its blocks
+    (:mod:`.repeats`). Segments whose programs are the same text share one
+    :class:`SegmentProgram`, so one executable per size serves them all.
     """
     slots = variable_slots(graph)
     segments = [
@@ -265,22 +273,35 @@ def build_segments(graph: ClusterGraph, policy: str, fuse: bool = True) -> Segme
             inputs=tuple(slots[v] for v in seg.inputs),
             outputs=tuple(slots[v] for v in seg.outputs),
         )
-        for seg in _segments_by_variable(graph, policy, fuse)
+        for seg in _segments_by_variable(graph, policy, fuse, fuse and share_blocks)
     ]
-    return SegmentSet(Boundary.of(graph, slots), segments)
+    return SegmentSet(Boundary.of(graph, slots), _share_programs(segments))
 
 
-def segment_flavour(policy: str) -> str:
+def _share_programs(segments: list[Segment]) -> list[Segment]:
+    """Every segment whose program prints the same as an earlier one's takes that program."""
+    first: dict[tuple[str, tuple[int | None, ...]], SegmentProgram] = {}
+    out = []
+    for seg in segments:
+        key = (seg.program.__mlcache_fingerprint__(), seg.batch_axes)
+        program = first.setdefault(key, seg.program)
+        out.append(seg if program is seg.program else dataclasses.replace(seg, program=program))
+    return out
+
+
+def segment_flavour(policy: str, share_blocks: bool = True) -> str:
     """What of ``policy`` decides the segment programs (the ``segments`` level's key).
 
     ``whole`` runs the queue as one segment; the others split batched work,
     and ``chunk``/``devices`` mask padded rows out of reductions, ``buckets``
-    (no padding) does not. Chunk and bucket sizes only decide compilations.
+    (no padding) does not; ``share_blocks`` cuts repeated blocks. Chunk and
+    bucket sizes only decide compilations.
     """
     if policy == "whole":
         return "one whole segment"
     masked = policy in ("chunk", "devices")
-    return "split, padded rows masked" if masked else "split, no padding"
+    flavour = "split, padded rows masked" if masked else "split, no padding"
+    return flavour + ("" if share_blocks else ", repeated blocks kept in one program")
 
 
 def variable_slots(graph: ClusterGraph) -> dict[Var, int]:
@@ -290,7 +311,9 @@ def variable_slots(graph: ClusterGraph) -> dict[Var, int]:
     return {v: i for i, v in enumerate(order)}
 
 
-def _segments_by_variable(graph: ClusterGraph, policy: str, fuse: bool) -> list[Segment]:
+def _segments_by_variable(
+    graph: ClusterGraph, policy: str, fuse: bool, share_blocks: bool
+) -> list[Segment]:
     modes = {cid: _cluster_mode(graph, cid, policy) for cid in graph.queue}
     runs: list[tuple[str, list[int]]] = []
     for cid in fusing_order(graph, modes):
@@ -300,28 +323,57 @@ def _segments_by_variable(graph: ClusterGraph, policy: str, fuse: bool) -> list[
         else:
             runs.append((mode, [cid]))
     runs = [(m, piece) for m, cids in runs for piece in _rounds_of(graph, m, cids)]
-    segments = []
+    segments: list[Segment] = []
     rounds = 0
-    for index, (mode, cids) in enumerate(runs):
-        segment = _make_segment(graph, index, mode, cids)
+    for mode, cids in runs:
+        segment = _make_segment(graph, len(segments), mode, cids)
         if segment.mode == "split" and not _splittable(segment):
-            segment = _make_segment(graph, index, "whole", cids)
-        offset = segment.mode == "split" and any(
-            is_batch_iota(e) for e in segment.program.__mlcache_jaxpr__.jaxpr.eqns
-        )
-        if segment.mode == "split" and any(graph.clusters[c].kind == "reduces" for c in cids):
-            masked = policy in ("chunk", "devices")
-            segment = _as_round(graph, segment, rounds, masked, offset)
-            rounds += 1
-        elif offset:
-            program = offset_positions(segment.program.__mlcache_jaxpr__)
-            segment = dataclasses.replace(
-                segment, program=SegmentProgram(program, segment.program.__name__), offset=True
+            segment = _make_segment(graph, len(segments), "whole", cids)
+        reduces = any(graph.clusters[c].kind == "reduces" for c in cids)
+        pieces = [segment]
+        if share_blocks and segment.mode == "split" and not reduces:
+            pieces = _blocks_of(graph, segment, len(segments)) or pieces
+        for piece in pieces:
+            offset = piece.mode == "split" and any(
+                is_batch_iota(e) for e in piece.program.__mlcache_jaxpr__.jaxpr.eqns
             )
-        elif segment.mode == "once" and segment.carrier:
-            segment = _with_size_inputs(segment)
-        segments.append(segment)
+            if piece.mode == "split" and reduces:
+                masked = policy in ("chunk", "devices")
+                piece = _as_round(graph, piece, rounds, masked, offset)
+                rounds += 1
+            elif offset:
+                program = offset_positions(piece.program.__mlcache_jaxpr__)
+                piece = dataclasses.replace(
+                    piece, program=SegmentProgram(program, piece.program.__name__), offset=True
+                )
+            elif piece.mode == "once" and piece.carrier:
+                piece = _with_size_inputs(piece)
+            segments.append(piece)
     return segments
+
+
+def _blocks_of(graph: ClusterGraph, segment: Segment, index: int) -> list[Segment] | None:
+    """``segment`` cut into its prefix, repeated blocks and suffix, or None (no repeat).
+
+    The pieces are split segments numbered from ``index``; None too when a
+    piece could not be split (a value crossing a cut whose batch dimension is
+    not exactly ``B``).
+    """
+    members = sorted(i for cid in segment.clusters for i in graph.clusters[cid].equations)
+    eqns = [graph.jaxpr.jaxpr.eqns[i] for i in members]
+    blocks = find_blocks(eqns, _read_outside(graph, frozenset(members)))
+    if blocks is None:
+        return None
+    cluster_of = {i: cid for cid in segment.clusters for i in graph.clusters[cid].equations}
+    pieces = []
+    for k, span in enumerate(blocks.pieces(len(members))):
+        piece = [members[i] for i in span]
+        cids = tuple(dict.fromkeys(cluster_of[i] for i in piece))
+        made = _make_segment(graph, index + k, "split", cids, piece)
+        if not _splittable(made):
+            return None
+        pieces.append(made)
+    return pieces
 
 
 def _rounds_of(graph: ClusterGraph, mode: str, cids: list[int]) -> list[list[int]]:
@@ -384,9 +436,17 @@ def _splittable(segment: Segment) -> bool:
     return all(_exactly_batched(v) for v in (*segment.inputs, *segment.outputs))
 
 
-def _make_segment(graph: ClusterGraph, index: int, mode: str, cids: Sequence[int]) -> Segment:
+def _make_segment(
+    graph: ClusterGraph,
+    index: int,
+    mode: str,
+    cids: Sequence[int],
+    members: Sequence[int] | None = None,
+) -> Segment:
+    """The segment of clusters ``cids``, or of their equations ``members`` only (a block)."""
     jaxpr = graph.jaxpr.jaxpr
-    members = sorted(i for cid in cids for i in graph.clusters[cid].equations)
+    if members is None:
+        members = sorted(i for cid in cids for i in graph.clusters[cid].equations)
     member_set = set(members)
     eqns = [jaxpr.eqns[i] for i in members]
     made = {v for e in eqns for v in e.outvars}
@@ -398,7 +458,8 @@ def _make_segment(graph: ClusterGraph, index: int, mode: str, cids: Sequence[int
     read_later = _read_outside(graph, frozenset(member_set))
     outputs = [v for e in eqns for v in e.outvars if v in read_later]
     in_vars = list(inputs)
-    carrier = _mentions_batch(graph, cids) and not any(_batch_axis(v) is not None for v in in_vars)
+    mentions = any(eqn_mentions_batch(e) for e in eqns)  # in a shape or a parameter
+    carrier = mentions and not any(_batch_axis(v) is not None for v in in_vars)
     binders = list(in_vars)
     if carrier:
         binders.insert(0, Var(_carrier_aval(graph)))
@@ -560,12 +621,15 @@ class SegmentSet:
     size inputs and its program's encoded jaxpr and fingerprint, so every
     segment's ``cached_jit`` chain keys are computed without decoding a jaxpr.
     Plans for every batch size of one graph and flavour share one set, so a
-    new batch size reuses the executables earlier ones loaded.
+    new batch size reuses the executables earlier ones loaded; segments that
+    share a program (repeated blocks) share its functions too.
     """
 
     boundary: Boundary
     segments: list[Segment]
-    functions: dict[tuple[int, int | None], Any] = dataclasses.field(default_factory=dict)
+    functions: dict[tuple[str, tuple[int | None, ...], int | None], Any] = dataclasses.field(
+        default_factory=dict
+    )
 
     def encode(self) -> bytes:
         """The set as bytes (raises ``JaxprCodecError`` for a program the codec refuses)."""
@@ -602,13 +666,16 @@ class SegmentSet:
         if fmt != SEGMENTS_FORMAT:
             raise ValueError(f"segments format {fmt!r}, this version reads {SEGMENTS_FORMAT}")
         segments = []
+        programs: dict[str, SegmentProgram] = {}  # blocks share their program, as when built
         for record in records:
             name, encoded, fingerprint = record.pop("program")
             record["size_dims"] = tuple(
                 jax_export.symbolic_shape(d)[0] if isinstance(d, str) else d
                 for d in record["size_dims"]
             )
-            program = SegmentProgram(None, name, encoded=encoded, fingerprint=fingerprint)
+            program = programs.setdefault(
+                fingerprint, SegmentProgram(None, name, encoded=encoded, fingerprint=fingerprint)
+            )
             segments.append(Segment(program=program, **record))
         return cls(Boundary(**boundary), segments)
 
