@@ -65,14 +65,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class DemoRun:
-    """One run of ``mlcache-lab demo``: what it returned, printed and wrote, and every
-    pipeline change it measured, as ``run_change`` returned it (base call, changed call)."""
+    """One run of ``mlcache-lab demo``: what it returned, printed and wrote, every
+    pipeline change it measured, as ``run_change`` returned it (base call, changed call),
+    and its partitioned rows, as ``run_batched_changes`` returned them (base call, changed
+    call by name)."""
 
     out: Path
     rc: int
     stdout: str
     stderr: str
     changes: dict[str, tuple[dict[str, Any], dict[str, Any]]]
+    batched: tuple[dict[str, Any], dict[str, dict[str, Any]]]
 
 
 @pytest.fixture(scope="session")
@@ -84,15 +87,22 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     does not ask for: the table's tests assert on it.
     """
     from mlcache_lab import cli, experiments
+    from mlcache_lab.experiments import batched_changes
 
     root = tmp_path_factory.mktemp("demo")
     real = experiments.run_change
+    real_batched = batched_changes.run_batched_changes
     changes: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    batched: list[Any] = []
 
     def recording(change: Any, spec: Any, **options: Any) -> tuple[dict[str, Any], ...]:
         base, changed = real(change, spec, **{**options, "verify": True})
         changes[change.name] = (base, changed)
         return base, changed
+
+    def recording_batched(spec: Any, *rest: Any) -> Any:
+        batched.append(real_batched(spec, *rest))
+        return batched[-1]
 
     stdout, stderr = io.StringIO(), io.StringIO()
     argv = ["demo", "--out", str(root / "out"), "--store", str(root / "store")]
@@ -104,8 +114,10 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
         contextlib.redirect_stderr(stderr),
     ):
         patch.setattr(experiments, "run_change", recording)
+        patch.setattr(batched_changes, "run_batched_changes", recording_batched)
         rc = cli.main(argv)
-    return DemoRun(root / "out", rc, stdout.getvalue(), stderr.getvalue(), changes)
+    assert len(batched) == 1, "the demo ran its partitioned rows once"
+    return DemoRun(root / "out", rc, stdout.getvalue(), stderr.getvalue(), changes, batched[0])
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,9 @@
 
 In-process: what each level reports, a warm store that decodes no jaxpr, and
 damaged or unloadable entries of each new level regenerated. In fresh
-processes (slow): the partitioned rows of the pipeline-change table.
+processes (slow): the partitioned rows of the pipeline-change table, as the
+session's one run of ``mlcache-lab demo`` measured them (``demo_run``, in
+tests/conftest.py), each call checked against ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,7 @@ import pytest
 
 import mlcache_lab as mcl
 from mlcache_lab.cache.store import PARTITIONED_LEVELS
-from mlcache_lab.experiments.batched_changes import (
-    BATCHED_CHANGES,
-    BatchedSpec,
-    check_row,
-    run_batched_changes,
-)
+from mlcache_lab.experiments.batched_changes import BATCHED_CHANGES, check_row
 from mlcache_lab.schedule import segments as segments_module
 
 pytestmark = pytest.mark.usefixtures("fresh_key_file")
@@ -169,19 +166,10 @@ def test_a_function_that_is_not_polymorphic_still_runs_uncached(tmp_path: Path) 
     assert bf.graph is not None and not bf.graph.symbolic
 
 
-@pytest.fixture(scope="module")
-def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:  # type: ignore[type-arg]
-    root = tmp_path_factory.mktemp("batched_changes")
-    key = root / "keys" / "hmac.key"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLCACHE_LAB_KEY_FILE", str(key))
-        return run_batched_changes(BatchedSpec(store=str(root / "store"), workdir=str(root / "w")))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("change", BATCHED_CHANGES, ids=[c.name for c in BATCHED_CHANGES])
-def test_partitioned_pipeline_change_in_fresh_processes(change, table) -> None:  # type: ignore[no-untyped-def]
-    base, changed = table
+def test_partitioned_pipeline_change_in_fresh_processes(change, demo_run) -> None:  # type: ignore[no-untyped-def]
+    base, changed = demo_run.batched
     assert {lvl: base["levels"][lvl]["status"] for lvl in PARTITIONED_LEVELS} == dict.fromkeys(
         PARTITIONED_LEVELS, "miss"
     )
