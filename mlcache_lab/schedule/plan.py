@@ -526,9 +526,8 @@ def _place(cache: dict[tuple[int, int], Any], i: int, x: Any, device: Any) -> An
     return cache[key]
 
 
-def _assemble(parts: Sequence[Any], axis: int | None, chunks: Sequence[Chunk], home: Any) -> Any:
-    if axis is None:
-        return parts[0]  # the same for every chunk
+def _assemble(parts: Sequence[Any], axis: int, chunks: Sequence[Chunk], home: Any) -> Any:
+    """Chunk parts along ``axis`` as one array, padding dropped (on ``home``, if given)."""
     if home is not None:
         parts = [jax.device_put(p, home) for p in parts]
     if len(parts) == 1 and chunks[0].padding == 0:

@@ -666,18 +666,15 @@ class SegmentSet:
         if fmt != SEGMENTS_FORMAT:
             raise ValueError(f"segments format {fmt!r}, this version reads {SEGMENTS_FORMAT}")
         segments = []
-        programs: dict[str, SegmentProgram] = {}  # blocks share their program, as when built
         for record in records:
             name, encoded, fingerprint = record.pop("program")
             record["size_dims"] = tuple(
                 jax_export.symbolic_shape(d)[0] if isinstance(d, str) else d
                 for d in record["size_dims"]
             )
-            program = programs.setdefault(
-                fingerprint, SegmentProgram(None, name, encoded=encoded, fingerprint=fingerprint)
-            )
+            program = SegmentProgram(None, name, encoded=encoded, fingerprint=fingerprint)
             segments.append(Segment(program=program, **record))
-        return cls(Boundary(**boundary), segments)
+        return cls(Boundary(**boundary), _share_programs(segments))  # as when built
 
 
 SEGMENTS_FORMAT = 1
