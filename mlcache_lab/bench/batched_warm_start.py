@@ -4,7 +4,8 @@ Four kinds of fresh process, alternating in one run (``--repeats`` rounds),
 each timing its first call from just before it (imports, building the model
 and its arguments excluded, identically for all):
 
-* ``chunk``: ``batched_jit(apply, policy="chunk", micro_batch=16)``, warm store;
+* ``chunk``: ``batched_jit(apply, policy="chunk", micro_batch=16)``, warm store
+  (``--micro-batch``, 16 by default);
 * ``buckets``: ``batched_jit(apply, policy="buckets", micro_batch=16)``, warm store;
 * ``chunk_one_program``: ``chunk`` with ``share_blocks=False``, the ablation
   of repeated blocks (:mod:`mlcache_lab.schedule.repeats`): the batched work
@@ -19,7 +20,8 @@ the time went: ``resolve`` (for ``batched_jit``: looking up
 trace/partition/segments; for ``cached_jit``: its levels, the executable's
 load included), ``load`` (finding and loading every segment's executable),
 ``execute`` (the first executions, loads excluded), ``glue`` (slicing,
-padding, assembling between them) and the level statuses.
+padding, assembling between them), the rows its executables were built for
+(``run_sizes``) and the level statuses.
 
 Models (``--model``): ``transformer``, the built-in one (its layers under
 ``lax.scan``, ``--layers`` deep, 12 by default), and ``transformer_loop``, the
@@ -27,7 +29,10 @@ same blocks with the layers in a Python loop (``get_model("transformer",
 scan=False)``), so the jaxpr grows with the depth (48 layers: the case where
 tracing and analysis cost most, and where ``batched_jit`` cuts the layers into
 blocks that share one program, :mod:`mlcache_lab.schedule.repeats`). Batch
-37 by default: under ``chunk`` 16+16+5 (padded), under ``buckets`` 16+16+4+1.
+37 by default: under ``chunk`` 16+16+5 (padded to 16: 48 rows computed for
+37), under ``buckets`` 16+16+4+1. The summary gives the rows ``chunk``
+computes, since its first executions scale with them: ``--micro-batch 19``
+runs 19+18, one padded row.
 
 Run: ``python -m mlcache_lab.bench.batched_warm_start --model transformer --layers 12
 --repeats 5`` and ``python -m mlcache_lab.bench.batched_warm_start --model
@@ -54,7 +59,7 @@ VARIANTS = ("chunk", "buckets", "cached_jit", "jax", "chunk_one_program")
 BATCHED = {"chunk": ("chunk", True), "buckets": ("buckets", True)}
 BATCHED["chunk_one_program"] = ("chunk", False)  # (policy, share_blocks)
 MODELS = ("transformer", "transformer_loop")
-MICRO_BATCH = 16
+MICRO_BATCH = 16  # --micro-batch's default
 
 
 def _build(model: str, layers: int, batch: int) -> tuple[Any, tuple[Any, ...], Any]:
@@ -65,7 +70,14 @@ def _build(model: str, layers: int, batch: int) -> tuple[Any, tuple[Any, ...], A
     return built.apply, built.example_args(batch), built.batch_axes
 
 
-def _child(variant: str, workdir: str, layers: int, batch: int, model: str = MODELS[0]) -> dict:  # type: ignore[type-arg]
+def _child(
+    variant: str,
+    workdir: str,
+    layers: int,
+    batch: int,
+    model: str = MODELS[0],
+    micro_batch: int = MICRO_BATCH,
+) -> dict[str, Any]:
     import jax
 
     if variant == "jax":
@@ -85,7 +97,7 @@ def _child(variant: str, workdir: str, layers: int, batch: int, model: str = MOD
             apply,
             batch_axes=batch_axes,
             policy=policy,
-            micro_batch=MICRO_BATCH,
+            micro_batch=micro_batch,
             store=mcl.CacheStore(store),
             share_blocks=share_blocks,
         )
@@ -101,6 +113,8 @@ def _child(variant: str, workdir: str, layers: int, batch: int, model: str = MOD
         result["execute"] = calls - result["load"]
         result["glue"] = timeline.total_seconds - calls
         result["executables"] = len(timeline.compilations)
+        sizes = sorted({c.run_size for c in timeline.compilations})
+        result["run_sizes"] = " ".join(map(str, sizes))
         compiles = sorted({c.statuses["compile"] for c in timeline.compilations})
         result["statuses"] = "/".join(report.statuses().values()) + " compile:" + ",".join(compiles)
     elif variant == "cached_jit":
@@ -120,8 +134,11 @@ def _child(variant: str, workdir: str, layers: int, batch: int, model: str = MOD
     return result
 
 
-def _spawn(variant: str, workdir: str, layers: int, batch: int, model: str) -> dict[str, Any]:
-    return spawn_child(MODULE, variant, workdir, layers, batch, model=model)
+def _spawn(
+    variant: str, workdir: str, layers: int, batch: int, model: str, micro_batch: int
+) -> dict[str, Any]:
+    options = {"micro_batch": micro_batch}
+    return spawn_child(MODULE, variant, workdir, layers, batch, model=model, options=options)
 
 
 def run_benchmark(
@@ -130,40 +147,52 @@ def run_benchmark(
     repeats: int = 5,
     out: Path | None = None,
     model: str = MODELS[0],
+    micro_batch: int = MICRO_BATCH,
 ) -> list[dict[str, Any]]:
     """Warm every cache once, then alternate the variants ``repeats`` times; the rows.
 
     Raises:
-      ValueError: ``model`` is not one of :data:`MODELS`.
+      ValueError: ``model`` is not one of :data:`MODELS`, or ``batch`` or ``micro_batch``
+        is not a positive int.
     """
     if model not in MODELS:
         raise ValueError(f"Valid options for 'model' are {list(MODELS)}. Got model={model!r}.")
+    from mlcache_lab.schedule.policies import validate
+
+    validate(batch, "chunk", micro_batch, None)  # before any process starts
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mlcache-batched-warm-") as workdir:
         for variant in VARIANTS:  # cold: each writes its own entries
-            row = _spawn(variant, workdir, layers, batch, model)
-            row.update(repeat=-1, layers=layers, batch=batch)
+            row = _spawn(variant, workdir, layers, batch, model, micro_batch)
+            row.update(repeat=-1, layers=layers, batch=batch, micro_batch=micro_batch)
             rows.append(row)
         for repeat in range(repeats):
             for variant in VARIANTS:
-                row = _spawn(variant, workdir, layers, batch, model)
-                row.update(repeat=repeat, layers=layers, batch=batch)
+                row = _spawn(variant, workdir, layers, batch, model, micro_batch)
+                row.update(repeat=repeat, layers=layers, batch=batch, micro_batch=micro_batch)
                 rows.append(row)
     if out is not None:
-        _write(rows, out, layers, batch, repeats, model)
+        _write(rows, out, layers, batch, repeats, model, micro_batch)
     return rows
 
 
-FIELDS = ["variant", "model", "repeat", "layers", "batch", "first_result", "resolve"]
-FIELDS += ["load", "execute", "glue", "run", "executables", "statuses", "checksum"]
+FIELDS = ["variant", "model", "repeat", "layers", "batch", "micro_batch", "first_result"]
+FIELDS += ["resolve"]
+FIELDS += ["load", "execute", "glue", "run", "executables", "run_sizes", "statuses", "checksum"]
 
 
 def _write(
-    rows: list[dict[str, Any]], out: Path, layers: int, batch: int, repeats: int, model: str
+    rows: list[dict[str, Any]],
+    out: Path,
+    layers: int,
+    batch: int,
+    repeats: int,
+    model: str,
+    micro_batch: int,
 ) -> None:
     command = (
         f"python -m {MODULE} --model {model} --layers {layers} --batch {batch} "
-        f"--repeats {repeats} --out {out}"
+        f"--micro-batch {micro_batch} --repeats {repeats} --out {out}"
     )
     write_csv(out, rows, command, FIELDS)
 
@@ -176,7 +205,13 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     def med(variant: str, key: str) -> float:
         return statistics.median(r[key] for r in warm if r["variant"] == variant and key in r)
 
-    lines = [f"model: {rows[0]['model']}, {rows[0]['layers']} layers, batch {rows[0]['batch']}"]
+    first = rows[0]
+    batch, micro = first["batch"], first["micro_batch"]
+    padded = -(-batch // micro) * micro
+    lines = [
+        f"model: {first['model']}, {first['layers']} layers, batch {batch}, micro_batch {micro}: "
+        f"chunk computes {padded} rows ({padded / batch:.3f} x the batch), buckets {batch}"
+    ]
     lines.append(
         f"{'variant':<18} {'cold s':>8} {'first result s':>15} {'resolve s':>10} {'load s':>8} "
         f"{'execute s':>10} {'glue s':>8} {'executables':>12}"
@@ -192,10 +227,10 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     ours = med("cached_jit", "first_result")
     jax_ = med("jax", "first_result")
     for v, target in (("chunk", 1.05), ("buckets", 1.25), ("chunk_one_program", 1.05)):
-        first = med(v, "first_result")
+        took = med(v, "first_result")
         lines.append(
-            f"{v}: / cached_jit = {first / ours:.3f} (target <= {target}), / jax = "
-            f"{first / jax_:.3f}; resolve {med(v, 'resolve'):.4f} s, loading "
+            f"{v}: / cached_jit = {took / ours:.3f} (target <= {target}), / jax = "
+            f"{took / jax_:.3f}; resolve {med(v, 'resolve'):.4f} s, loading "
             f"{med(v, 'load'):.4f} s over {int(med(v, 'executables'))} executables, first "
             f"executions {med(v, 'execute'):.4f} s (cached_jit's: "
             f"{med('cached_jit', 'execute'):.4f} s), glue {med(v, 'glue'):.4f} s"
@@ -222,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         run=run_benchmark,
         summarize=summarize,
         models=MODELS,
+        options={"micro_batch": MICRO_BATCH},
     )
 
 

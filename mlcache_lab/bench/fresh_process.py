@@ -79,21 +79,19 @@ def spawn_child(
     batch: int,
     env: Mapping[str, str] | None = None,
     model: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run ``module``'s child for ``variant`` in a fresh process; its JSON result."""
-    args = [
-        "--child",
-        variant,
-        "--workdir",
-        workdir,
-        "--layers",
-        str(layers),
-        "--batch",
-        str(batch),
-    ]
+    """Run ``module``'s child for ``variant`` in a fresh process; its JSON result.
+
+    ``options``: the benchmark's own options (:func:`bench_main`'s ``options``), by name.
+    """
+    args = ["--child", variant, "--workdir", workdir, "--layers", str(layers)]
+    args += ["--batch", str(batch)] + ([] if model is None else ["--model", model])
+    for name, value in (options or {}).items():
+        args += [_flag(name), str(value)]
     return run_json_child(
         module,
-        args + ([] if model is None else ["--model", model]),
+        args,
         what=f"the {variant} process" + ("" if model is None else f" ({model})"),
         env=env,
     )
@@ -110,12 +108,15 @@ def bench_main(
     run: Callable[..., list[dict[str, Any]]],
     summarize: Callable[[list[dict[str, Any]]], str],
     models: Sequence[str] = (),
+    options: Mapping[str, int] | None = None,
 ) -> int:
     """The command line shared by the fresh-process benchmarks.
 
     ``defaults`` gives ``layers``, ``batch``, ``repeats`` and ``out`` (and
     ``model`` when ``models`` lists the choices of a ``--model`` option, which
-    then reaches ``child`` and ``run`` as the keyword ``model``).
+    then reaches ``child`` and ``run`` as the keyword ``model``). ``options``:
+    the benchmark's own integer options and their defaults (``{"micro_batch":
+    16}`` is ``--micro-batch``), which reach ``child`` and ``run`` as keywords.
     """
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=defaults["layers"])
@@ -129,10 +130,13 @@ def bench_main(
             default=defaults["model"],
             help="the model each process builds (its build time is not measured)",
         )
+    for name, default in (options or {}).items():
+        parser.add_argument(_flag(name), type=int, default=default, dest=name)
     parser.add_argument("--child", choices=list(variants), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    extra = {"model": args.model} if models else {}
+    extra: dict[str, Any] = {"model": args.model} if models else {}
+    extra.update({name: getattr(args, name) for name in options or {}})
     if args.child:
         print(json.dumps(child(args.child, args.workdir, args.layers, args.batch, **extra)))
         return 0
@@ -140,6 +144,11 @@ def bench_main(
     print(summarize(rows))
     print(f"wrote {args.out}")
     return 0
+
+
+def _flag(option: str) -> str:
+    """The command-line flag of a keyword option: ``micro_batch`` is ``--micro-batch``."""
+    return "--" + option.replace("_", "-")
 
 
 def write_csv(
