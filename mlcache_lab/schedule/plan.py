@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -542,8 +543,28 @@ def _assemble(parts: Sequence[Any], axis: int, chunks: Sequence[Chunk], home: An
             arr = arr[tuple(index)]
         pieces.append(arr)
     if host:
-        return jax.device_put(np.concatenate(pieces, axis=axis), home)
+        shape = list(pieces[0].shape)
+        shape[axis] = sum(piece.shape[axis] for piece in pieces)
+        out = np.concatenate(pieces, axis=axis, out=_aligned_empty(tuple(shape), pieces[0].dtype))
+        # The buffer is ours alone and never written again: the CPU client adopts it.
+        return jax.device_put(out, home, may_alias=True)
     return jnp.concatenate(pieces, axis=axis)
+
+
+_ALIGN = 64  # bytes
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An uninitialised array whose data starts on a 64-byte boundary.
+
+    XLA's CPU client takes such a host buffer without copying it (``device_put``
+    with ``may_alias=True``); NumPy's own allocations are only 16-byte aligned.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, np.uint8)
+    offset = -raw.ctypes.data % _ALIGN
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 def _reference_functions() -> SegmentFunction:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 
 import jax
@@ -10,7 +11,7 @@ import pytest
 
 import mlcache_lab as mcl
 from mlcache_lab.schedule import schedule, split_batch
-from mlcache_lab.schedule.plan import WRONG_BATCH
+from mlcache_lab.schedule.plan import WRONG_BATCH, _aligned_empty, _assemble
 
 from .cases import all_cases, zoo_case
 
@@ -144,6 +145,26 @@ def test_split_batch_policies():
     assert [c.size for c in split_batch(10, "buckets", bucket_sizes=(3, 4))] == [4, 3, 3]
     assert [c.size for c in split_batch(5, "whole")] == [5]
     assert split_batch(3, "chunk", 16)[0].padding == 13
+
+
+@pytest.mark.parametrize("dtype", [np.float32, jax.numpy.bfloat16, np.int8, np.bool_])
+@pytest.mark.parametrize("shape", [(0,), (1,), (3, 5), (2, 0, 7)])
+def test_aligned_buffers_start_on_64_bytes(shape, dtype):
+    buf = _aligned_empty(shape, dtype)
+    assert buf.shape == shape and buf.dtype == np.dtype(dtype)
+    assert buf.size == 0 or buf.ctypes.data % 64 == 0  # an empty one holds no data
+
+
+def test_assembled_output_drops_padding_and_outlives_its_parts():
+    chunks = split_batch(5, "chunk", 3)  # 3 + 2 (+1 padded)
+    parts = [jax.numpy.arange(12.0).reshape(3, 4), jax.numpy.arange(12.0, 24.0).reshape(3, 4)]
+    expected = np.arange(20.0).reshape(5, 4)
+    out = _assemble(parts, 0, chunks, None)
+    del parts
+    gc.collect()
+    assert isinstance(out, jax.Array)
+    np.testing.assert_array_equal(np.asarray(out), expected)
+    np.testing.assert_array_equal(np.asarray(out + 1), expected + 1)  # usable by XLA
 
 
 def test_graph_schedule_method_and_batched_jit():
