@@ -19,9 +19,12 @@ fuse=False)`` gives every cluster a segment of its own.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import math
+import queue
+import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -314,6 +317,10 @@ class Plan:
     ) -> list[Any]:
         spread = self.policy == "devices"
         placed: dict[tuple[int, int], Any] = {}  # (input, device) -> unbatched input there
+        # Chunks are dispatched without waiting for the one before, so loading the next
+        # size's executable and slicing its rows overlap the running chunk; a thread
+        # per device notes when each chunk's results are ready.
+        watches: dict[Any, _ReadyTimes] = {}
         pending = []
         for k, chunk in enumerate(self.chunks):
             device = self.devices[k % len(self.devices)] if spread else None
@@ -332,18 +339,22 @@ class Plan:
                 args.append(np.asarray(chunk.size, np.int32))
             if segment.offset:  # the chunk's first row, for the rows' positions
                 args.append(np.asarray(chunk.start, np.int32))
-            start = time.perf_counter() - t0
+            dispatched = time.perf_counter() - t0
             outs, compilation = self._call(function, segment, device, args, chunk.run_size)
-            end = None
-            if not spread:  # one device: each chunk's end is when its results are ready
-                jax.block_until_ready(outs)
-                end = time.perf_counter() - t0
-            pending.append((k, chunk, device, start, end, outs, compilation))
+            watch = watches.get(device)
+            if watch is None:
+                watch = watches[device] = _ReadyTimes(t0)
+            watch.add(outs)
+            pending.append((k, chunk, device, dispatched, outs, compilation))
+        ends = {device: watch.wait() for device, watch in watches.items()}
+        busy: dict[Any, float] = {}  # device -> when its last chunk was ready
         results = []
-        for k, chunk, device, start, end, outs, compilation in pending:
-            if end is None:  # dispatched asynchronously under "devices": ready in order
-                jax.block_until_ready(outs)
-                end = time.perf_counter() - t0
+        for k, chunk, device, dispatched, outs, compilation in pending:
+            jax.block_until_ready(outs)  # ready already; raises a failed execution's error
+            # A device runs its chunks in dispatch order: each starts once it was
+            # dispatched (its executable loaded) and the one before it is done.
+            start = max(dispatched, busy.get(device, dispatched))
+            end = busy[device] = ends[device].pop(0)
             timeline.executions.append(
                 Execution(
                     segment.index,
@@ -486,6 +497,38 @@ class _Parts(list):  # type: ignore[type-arg]
         kept = cls(parts)
         kept.axis = axis
         return kept
+
+
+class _ReadyTimes:
+    """When each result handed to :meth:`add` is ready, in order, noted by a thread.
+
+    ``block_until_ready`` waits without holding the GIL, so the caller goes on
+    dispatching (and loading executables) while the thread waits.
+    """
+
+    _DONE = object()
+
+    def __init__(self, t0: float) -> None:
+        self._t0 = t0
+        self._ends: list[float] = []
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._note, daemon=True)
+        self._thread.start()
+
+    def add(self, outs: Any) -> None:
+        self._queue.put(outs)
+
+    def wait(self) -> list[float]:
+        """Seconds since ``t0`` at which each result was ready, once all are."""
+        self._queue.put(self._DONE)
+        self._thread.join()
+        return self._ends
+
+    def _note(self) -> None:
+        while (outs := self._queue.get()) is not self._DONE:
+            with contextlib.suppress(Exception):  # the caller's own wait raises it
+                jax.block_until_ready(outs)
+            self._ends.append(time.perf_counter() - self._t0)
 
 
 def _is_key(x: Any) -> bool:

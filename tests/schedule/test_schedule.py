@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import itertools
+import threading
+import time
 
 import jax
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 
 import mlcache_lab as mcl
 from mlcache_lab.schedule import schedule, split_batch
-from mlcache_lab.schedule.plan import WRONG_BATCH, _aligned_empty, _assemble
+from mlcache_lab.schedule.plan import WRONG_BATCH, _aligned_empty, _assemble, _ReadyTimes
 
 from .cases import all_cases, zoo_case
 
@@ -203,5 +205,32 @@ def test_chunks_on_one_device_end_before_the_next_starts():
     plan = schedule(g, 40, "chunk", 8, store=mcl.CacheStore(None))
     plan.run(params, *make(40, jax.random.key(0)))
     split = [e for e in plan.timeline.executions if e.mode == "split"]
+    assert len(split) == 5
     for a, b in itertools.pairwise(split):
-        assert a.end <= b.start
+        assert a.start < a.end <= b.start
+
+
+class _Pending:
+    """A result that is ready once its gate opens (what block_until_ready waits on)."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.gate, self.fails = threading.Event(), fails
+
+    def block_until_ready(self):  # called by jax.block_until_ready
+        assert self.gate.wait(30), "the test never opened the gate"
+        if self.fails:
+            raise RuntimeError("execution failed")
+        return self
+
+
+def test_ready_times_wait_off_the_dispatching_thread_in_order():
+    t0 = time.perf_counter()
+    watch, first, second = _ReadyTimes(t0), _Pending(), _Pending(fails=True)
+    watch.add(first)  # returns at once: the caller goes on dispatching
+    watch.add(second)
+    time.sleep(0.05)
+    opened = time.perf_counter() - t0
+    first.gate.set()
+    second.gate.set()
+    ends = watch.wait()  # a failure is the caller's to raise, on its own wait
+    assert len(ends) == 2 and opened <= ends[0] <= ends[1]
