@@ -19,15 +19,15 @@ fuse=False)`` gives every cluster a segment of its own.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import html
 import math
-import queue
+import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -318,9 +318,7 @@ class Plan:
         spread = self.policy == "devices"
         placed: dict[tuple[int, int], Any] = {}  # (input, device) -> unbatched input there
         # Chunks are dispatched without waiting for the one before, so loading the next
-        # size's executable and slicing its rows overlap the running chunk; a thread
-        # per device notes when each chunk's results are ready.
-        watches: dict[Any, _ReadyTimes] = {}
+        # size's executable and slicing its rows overlap the running chunk.
         pending = []
         for k, chunk in enumerate(self.chunks):
             device = self.devices[k % len(self.devices)] if spread else None
@@ -341,20 +339,15 @@ class Plan:
                 args.append(np.asarray(chunk.start, np.int32))
             dispatched = time.perf_counter() - t0
             outs, compilation = self._call(function, segment, device, args, chunk.run_size)
-            watch = watches.get(device)
-            if watch is None:
-                watch = watches[device] = _ReadyTimes(t0)
-            watch.add(outs)
-            pending.append((k, chunk, device, dispatched, outs, compilation))
-        ends = {device: watch.wait() for device, watch in watches.items()}
+            ready = _when_ready(device, outs, t0)
+            pending.append((k, chunk, device, dispatched, outs, compilation, ready))
         busy: dict[Any, float] = {}  # device -> when its last chunk was ready
         results = []
-        for k, chunk, device, dispatched, outs, compilation in pending:
-            jax.block_until_ready(outs)  # ready already; raises a failed execution's error
+        for k, chunk, device, dispatched, outs, compilation, ready in pending:
             # A device runs its chunks in dispatch order: each starts once it was
             # dispatched (its executable loaded) and the one before it is done.
             start = max(dispatched, busy.get(device, dispatched))
-            end = busy[device] = ends[device].pop(0)
+            end = busy[device] = ready.result()  # raises a failed execution's error
             timeline.executions.append(
                 Execution(
                     segment.index,
@@ -499,36 +492,29 @@ class _Parts(list):  # type: ignore[type-arg]
         return kept
 
 
-class _ReadyTimes:
-    """When each result handed to :meth:`add` is ready, in order, noted by a thread.
+_WAITERS: dict[Any, ThreadPoolExecutor] = {}  # device -> its one waiting thread
+_WAITERS_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=_WAITERS.clear)  # a forked child has none of the threads
+
+
+def _when_ready(device: Any, outs: Any, t0: float) -> Future[float]:
+    """When ``outs`` is ready, in seconds since ``t0``, noted by ``device``'s own thread.
 
     ``block_until_ready`` waits without holding the GIL, so the caller goes on
-    dispatching (and loading executables) while the thread waits.
+    dispatching (and loading executables) meanwhile. One thread per device, for
+    the whole process, notes its results in dispatch order: no thread is started
+    per run.
     """
+    with _WAITERS_LOCK:
+        waiter = _WAITERS.get(device)
+        if waiter is None:
+            waiter = _WAITERS[device] = ThreadPoolExecutor(1, thread_name_prefix="mlcache-ready")
+    return waiter.submit(_ready_at, outs, t0)
 
-    _DONE = object()
 
-    def __init__(self, t0: float) -> None:
-        self._t0 = t0
-        self._ends: list[float] = []
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._note, daemon=True)
-        self._thread.start()
-
-    def add(self, outs: Any) -> None:
-        self._queue.put(outs)
-
-    def wait(self) -> list[float]:
-        """Seconds since ``t0`` at which each result was ready, once all are."""
-        self._queue.put(self._DONE)
-        self._thread.join()
-        return self._ends
-
-    def _note(self) -> None:
-        while (outs := self._queue.get()) is not self._DONE:
-            with contextlib.suppress(Exception):  # the caller's own wait raises it
-                jax.block_until_ready(outs)
-            self._ends.append(time.perf_counter() - self._t0)
+def _ready_at(outs: Any, t0: float) -> float:
+    jax.block_until_ready(outs)
+    return time.perf_counter() - t0
 
 
 def _is_key(x: Any) -> bool:

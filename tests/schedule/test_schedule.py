@@ -13,7 +13,7 @@ import pytest
 
 import mlcache_lab as mcl
 from mlcache_lab.schedule import schedule, split_batch
-from mlcache_lab.schedule.plan import WRONG_BATCH, _aligned_empty, _assemble, _ReadyTimes
+from mlcache_lab.schedule.plan import WRONG_BATCH, _aligned_empty, _assemble, _when_ready
 
 from .cases import all_cases, zoo_case
 
@@ -223,14 +223,15 @@ class _Pending:
         return self
 
 
-def test_ready_times_wait_off_the_dispatching_thread_in_order():
+def test_results_are_waited_for_off_the_dispatching_thread_in_order():
     t0 = time.perf_counter()
-    watch, first, second = _ReadyTimes(t0), _Pending(), _Pending(fails=True)
-    watch.add(first)  # returns at once: the caller goes on dispatching
-    watch.add(second)
+    first, failing, third = _Pending(), _Pending(fails=True), _Pending()
+    ready = [_when_ready(None, r, t0) for r in (first, failing, third)]  # returns at once
     time.sleep(0.05)
+    assert not any(r.done() for r in ready)
     opened = time.perf_counter() - t0
-    first.gate.set()
-    second.gate.set()
-    ends = watch.wait()  # a failure is the caller's to raise, on its own wait
-    assert len(ends) == 2 and opened <= ends[0] <= ends[1]
+    for r in (third, failing, first):  # opened last first: still noted in dispatch order
+        r.gate.set()
+    assert opened <= ready[0].result() <= ready[2].result()
+    with pytest.raises(RuntimeError, match="execution failed"):  # the caller gets the error
+        ready[1].result()
