@@ -16,6 +16,10 @@ costs little over the monolithic function. Modes:
 * ``once``: batch-invariant clusters that never see ``B`` (weight
   preprocessing), or that read ``B`` only as a value (the ``1/B`` of a mean,
   passed in at run time): compiled once for every batch size, run once per call.
+  Cheap invariant work (layout and elementwise: a weight transposed for tied
+  embeddings, a bias broadcast to its rank, a causal mask) that only one split
+  run reads runs inside that run's program instead (:func:`_fold_cheap_work`):
+  one executable fewer to load and wait for before the first chunk.
 
 Under the ``whole`` policy the entire queue is one ``whole`` segment.
 
@@ -71,6 +75,7 @@ from ..partition.dims import (
 )
 from ..partition.graph import WRONG_ARGS, ClusterGraph, batch_size_of
 from ..partition.positions import is_batch_iota, offset_positions
+from ..partition.rules.elementwise import ELEMENTWISE
 from .repeats import find_blocks
 from .rounds import Combine, cut_rounds, partial_program, size_only
 
@@ -315,13 +320,9 @@ def _segments_by_variable(
     graph: ClusterGraph, policy: str, fuse: bool, share_blocks: bool
 ) -> list[Segment]:
     modes = {cid: _cluster_mode(graph, cid, policy) for cid in graph.queue}
-    runs: list[tuple[str, list[int]]] = []
-    for cid in fusing_order(graph, modes):
-        mode = modes[cid]
-        if fuse and runs and runs[-1][0] == mode:
-            runs[-1][1].append(cid)
-        else:
-            runs.append((mode, [cid]))
+    runs = _runs(graph, modes, fuse)
+    if fuse:
+        runs = _fold_cheap_work(graph, modes, runs)
     runs = [(m, piece) for m, cids in runs for piece in _rounds_of(graph, m, cids)]
     segments: list[Segment] = []
     rounds = 0
@@ -350,6 +351,66 @@ def _segments_by_variable(
                 piece = _with_size_inputs(piece)
             segments.append(piece)
     return segments
+
+
+def _runs(graph: ClusterGraph, modes: dict[int, str], fuse: bool) -> list[tuple[str, list[int]]]:
+    """The clusters in fusing order, cut where the mode changes (each alone without ``fuse``)."""
+    runs: list[tuple[str, list[int]]] = []
+    for cid in fusing_order(graph, modes):
+        mode = modes[cid]
+        if fuse and runs and runs[-1][0] == mode:
+            runs[-1][1].append(cid)
+        else:
+            runs.append((mode, [cid]))
+    return runs
+
+
+_RANDOM = {"random_seed", "random_fold_in", "random_clone", "threefry2x32"}
+CHEAP_PRIMITIVES = frozenset(
+    {"broadcast_in_dim", "transpose", "reshape", "squeeze", "expand_dims", "iota"}
+    | set(ELEMENTWISE) - _RANDOM
+)
+"""Primitives whose work is proportional to the values they read and make (layout,
+elementwise, ``iota``): a batch-invariant cluster made of them alone runs inside the chunk
+program that reads it (:func:`_fold_cheap_work`)."""
+
+
+def _fold_cheap_work(
+    graph: ClusterGraph, modes: dict[int, str], runs: list[tuple[str, list[int]]]
+) -> list[tuple[str, list[int]]]:
+    """``runs`` with cheap batch-invariant work moved into the split run that reads it.
+
+    A ``once`` cluster made only of :data:`CHEAP_PRIMITIVES` (a weight
+    transposed for tied embeddings, biases broadcast to their rank, a causal
+    mask from ``iota``), whose values only split clusters read and none is an
+    output, would otherwise be an executable of its own: loaded, run and
+    waited for before the first chunk, its results written out whole. Inside
+    the chunk program it costs about one pass over values the program reads
+    anyway, and XLA fuses it into the dots and fusions that read it. It is
+    folded only where its readers all land in the run it joins; else it stays
+    ``once``.
+    """
+    outputs = {v for v in graph.jaxpr.jaxpr.outvars if not isinstance(v, Literal)}
+    readers: dict[int, set[int]] = {}
+    for producer, consumer in graph.dependencies:
+        readers.setdefault(producer, set()).add(consumer)
+    folded = {
+        cid
+        for cid, mode in modes.items()
+        if mode == "once"
+        and readers.get(cid)
+        and all(modes[c] == "split" for c in readers[cid])
+        and set(graph.clusters[cid].primitives()) <= CHEAP_PRIMITIVES
+        and not outputs.intersection(graph.clusters[cid].outputs)
+    }
+    while folded:
+        trial = _runs(graph, {**modes, **dict.fromkeys(folded, "split")}, True)
+        run_of = {cid: k for k, (_, cids) in enumerate(trial) for cid in cids}
+        stray = {cid for cid in folded if any(run_of[c] != run_of[cid] for c in readers[cid])}
+        if not stray:
+            return trial
+        folded -= stray
+    return runs
 
 
 def _blocks_of(graph: ClusterGraph, segment: Segment, index: int) -> list[Segment] | None:

@@ -12,12 +12,13 @@ import mlcache_lab as mcl
 
 
 def mixing_fn(w: Any, x: Any) -> Any:
-    """Batched work, batch-invariant work on ``w``, and a running sum over the batch.
+    """Batched work, batch-invariant work on ``w`` (a product: not cheap enough to run per
+    chunk, see tests/schedule/test_fold.py), and a running sum over the batch.
 
     The running sum mixes samples (it runs whole, compiled per batch size); a mean
     would be a reduction, run in rounds (see tests/schedule/test_rounds.py).
     """
-    h = jnp.tanh(x @ (w * 2.0))
+    h = jnp.tanh(x @ (w @ w.T * 0.5))
     return h - jnp.cumsum(h, axis=0) / 4.0
 
 
