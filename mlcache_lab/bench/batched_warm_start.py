@@ -1,8 +1,8 @@
 """Warm start of batched_jit in a fresh process, against cached_jit and JAX's persistent cache.
 
-Four kinds of fresh process, alternating in one run (``--repeats`` rounds),
-each timing its first call from just before it (imports, building the model
-and its arguments excluded, identically for all):
+Five kinds of fresh process, alternating in one run (``--repeats`` rounds, the
+order rotated each round), each timing its first call from just before it
+(imports, building the model and its arguments excluded, identically for all):
 
 * ``chunk``: ``batched_jit(apply, policy="chunk", micro_batch=16)``, warm store
   (``--micro-batch``, 16 by default);
@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .fresh_process import bench_main, spawn_child, write_csv
+from .fresh_process import bench_main, round_order, spawn_child, write_csv
 
 MODULE = "mlcache_lab.bench.batched_warm_start"
 
@@ -152,7 +152,7 @@ def run_benchmark(
     model: str = MODELS[0],
     micro_batch: int = MICRO_BATCH,
 ) -> list[dict[str, Any]]:
-    """Warm every cache once, then alternate the variants ``repeats`` times; the rows.
+    """Warm every cache once, then ``repeats`` rounds of the variants, rotated each round.
 
     Raises:
       ValueError: ``model`` is not one of :data:`MODELS`, or ``batch`` or ``micro_batch``
@@ -170,7 +170,7 @@ def run_benchmark(
             row.update(repeat=-1, layers=layers, batch=batch, micro_batch=micro_batch)
             rows.append(row)
         for repeat in range(repeats):
-            for variant in VARIANTS:
+            for variant in round_order(VARIANTS, repeat):
                 row = _spawn(variant, workdir, layers, batch, model, micro_batch)
                 row.update(repeat=repeat, layers=layers, batch=batch, micro_batch=micro_batch)
                 rows.append(row)

@@ -9,7 +9,8 @@ ways: as a driver that spawns ``python -m <module> --child <variant>
 --workdir ... --layers ... --batch ...`` processes (plus ``--model ...`` for a
 benchmark that takes one), alternating variants, and as that child, which
 prints one JSON line of measurements. :func:`spawn_child` and
-:func:`bench_main` hold the spawning and the shared command line, so each
+:func:`bench_main` hold the spawning and the shared command line,
+:func:`round_order` the order of the variants in each round, so each
 benchmark only says what its child measures and how to sum up;
 :func:`write_csv` writes every benchmark's results under the command that made them.
 """
@@ -69,6 +70,17 @@ def run_json_child(
     if not isinstance(result, dict):
         raise RuntimeError(f"{what} printed {type(result).__name__}, not a JSON object, last")
     return result
+
+
+def round_order(variants: Sequence[str], repeat: int) -> tuple[str, ...]:
+    """The variants in the order round ``repeat`` runs them: rotated by one each round.
+
+    Over ``len(variants)`` rounds every variant runs once at every position, so
+    a drift of the machine within a round (caches, clocks, the processes before)
+    falls on all of them alike, not always on the same one.
+    """
+    shift = repeat % len(variants)
+    return tuple(variants[shift:]) + tuple(variants[:shift])
 
 
 def spawn_child(

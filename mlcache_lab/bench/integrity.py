@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .fresh_process import bench_main, spawn_child, write_csv
+from .fresh_process import bench_main, round_order, spawn_child, write_csv
 
 MODULE = "mlcache_lab.bench.integrity"
 
@@ -106,8 +106,7 @@ def run_benchmark(
     with tempfile.TemporaryDirectory(prefix="mlcache-integrity-") as workdir:
         _spawn("verified", workdir, layers, batch)  # warms the store
         for repeat in range(repeats):
-            order = VARIANTS if repeat % 2 == 0 else VARIANTS[::-1]
-            for variant in order:
+            for variant in round_order(VARIANTS, repeat):
                 row = _spawn(variant, workdir, layers, batch)
                 row.update(repeat=repeat, layers=layers, batch=batch)
                 rows.append(row)

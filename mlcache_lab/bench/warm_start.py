@@ -1,6 +1,7 @@
 """Warm start in a fresh process: cached_jit with a warm store against JAX's persistent cache.
 
-Three kinds of fresh process, alternating in one run (``--repeats`` rounds):
+Three kinds of fresh process, alternating in one run (``--repeats`` rounds, the
+order rotated each round):
 
 * ``mlcache_lab``: ``cached_jit(model.apply, store=warm store)``, first call;
 * ``jax``: ``jax.jit(model.apply)`` with JAX's persistent compilation cache
@@ -38,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .fresh_process import bench_main, spawn_child, write_csv
+from .fresh_process import bench_main, round_order, spawn_child, write_csv
 
 MODULE = "mlcache_lab.bench.warm_start"
 
@@ -175,7 +176,7 @@ def run_benchmark(
     with tempfile.TemporaryDirectory(prefix="mlcache-warm-start-") as workdir:
         _prepare(workdir, layers, batch, model)
         for repeat in range(repeats):
-            for variant in VARIANTS:
+            for variant in round_order(VARIANTS, repeat):
                 row = _spawn(variant, workdir, layers, batch, model)
                 row.update(repeat=repeat, layers=layers, batch=batch)
                 rows.append(row)
