@@ -34,6 +34,7 @@ class BatchedSpec:
       body: which version of ``apply`` (see :data:`mlcache_lab.experiments.calls.BODIES`).
       batch_size: the inputs' batch size.
       policy, micro_batch, min_cluster_size: ``batched_jit``'s options.
+      compiler_options: ``batched_jit``'s XLA options, as pairs (JSON-friendly).
     """
 
     store: str
@@ -45,6 +46,7 @@ class BatchedSpec:
     policy: str = "chunk"
     micro_batch: int = 16
     min_cluster_size: int = 1
+    compiler_options: tuple[tuple[str, Any], ...] = ()
 
     def replace(self, **changes: Any) -> BatchedSpec:
         return dataclasses.replace(self, **changes)
@@ -61,8 +63,9 @@ class BatchedChange:
         missing level is not pinned.
       executables: what the executables the plan needs do: ``"loaded"``
         (every one from disk), ``"new sizes"`` (compiled only at run sizes the
-        base call did not compile for), ``"any"`` (not pinned: a new clustering
-        may or may not change the segment programs).
+        base call did not compile for), ``"recompiled"`` (every one compiled
+        again from its segment's StableHLO found on disk), ``"any"`` (not
+        pinned: a new clustering may or may not change the segment programs).
     """
 
     name: str
@@ -92,6 +95,13 @@ BATCHED_CHANGES: tuple[BatchedChange, ...] = (
         (("micro_batch", 8),),
         {"trace": "bypassed", "partition": "bypassed", "segments": "disk"},
         "new sizes",
+    ),
+    BatchedChange(
+        "compiler_option",
+        "batched_jit: compiler option",
+        (("compiler_options", (("xla_backend_optimization_level", 0),)),),
+        {"trace": "bypassed", "partition": "bypassed", "segments": "disk"},
+        "recompiled",
     ),
     BatchedChange(
         "min_cluster_size",
@@ -163,6 +173,11 @@ def check_row(change: BatchedChange, base: dict[str, Any], changed: dict[str, An
         if compiled or any(c["compile"] != "disk" for c in changed["executables"]):
             return f"executables not all loaded from disk: {changed['executables']}"
         return ""
+    if change.executables == "recompiled":
+        every = changed["executables"]
+        if not every or any(c["compile"] != "miss" or c["lower"] != "disk" for c in every):
+            return f"executables not all compiled again from a cached lowering: {every}"
+        return ""
     base_sizes = {c["run_size"] for c in base["executables"]}
     again = [c for c in compiled if c["run_size"] in base_sizes]
     if not compiled or again:
@@ -192,6 +207,7 @@ def _child(spec_json: str) -> dict[str, Any]:
         policy=spec.policy,
         micro_batch=spec.micro_batch,
         min_cluster_size=spec.min_cluster_size,
+        compiler_options=dict(spec.compiler_options) or None,
         store=mcl.CacheStore(spec.store),
     )
     t_call = time.perf_counter()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -80,6 +80,7 @@ class BatchedFunction:
         devices: Sequence[Any] | None,
         growth: str = "gather",
         share_blocks: bool = True,
+        compiler_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"batched_jit expects a callable 'fn'. Got fn={fn!r}.")
@@ -94,6 +95,7 @@ class BatchedFunction:
             raise ValueError(BAD_MIN_CLUSTER_SIZE.format(value=min_cluster_size))
         if not isinstance(share_blocks, bool):
             raise ValueError(BAD_SHARE_BLOCKS.format(value=share_blocks))
+        self.compiler_options = pipeline.check_compiler_options(compiler_options)
         self._fn = fn
         self.share_blocks = share_blocks
         self.batch_axes = batch_axes
@@ -433,6 +435,7 @@ class BatchedFunction:
                     self.devices,
                     self.store,
                     self._graph,
+                    self.compiler_options,
                 )
             elif self._graph is not None:  # (one of the two: checked above)
                 self._plans[batch_size] = schedule(
@@ -444,6 +447,7 @@ class BatchedFunction:
                     devices=self.devices,
                     store=self.store,
                     share_blocks=self.share_blocks,
+                    compiler_options=self.compiler_options,
                 )
         return self._plans[batch_size]
 
@@ -518,6 +522,7 @@ def batched_jit(
     devices: Sequence[Any] | None = None,
     growth: str = "gather",
     share_blocks: bool = True,
+    compiler_options: Mapping[str, Any] | None = None,
 ) -> BatchedFunction:
     """``fn`` partitioned into clusters and scheduled per batch size (see :func:`schedule`).
 
@@ -535,6 +540,10 @@ def batched_jit(
         layers) into blocks that share one program, so one executable per size
         serves them all (see :mod:`mlcache_lab.schedule.repeats`); ``False``
         keeps them in one program (for ablations).
+      compiler_options: XLA options for every segment's executable, as
+        ``cached_jit(compiler_options=...)``. They key only the compile level:
+        a change reuses trace, partition and segments, and each segment's
+        StableHLO, and compiles again.
 
     Returns:
       A :class:`BatchedFunction`: call it like ``fn``; ``.last_plan`` and
@@ -551,4 +560,5 @@ def batched_jit(
         devices=devices,
         growth=growth,
         share_blocks=share_blocks,
+        compiler_options=compiler_options,
     )

@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -38,6 +38,7 @@ from jax.extend.core import Var
 from ..cache.store import CacheStore
 from ..partition.graph import ClusterGraph
 from ..stages.cached_function import CachedFunction, cached_jit
+from ..stages.pipeline import check_compiler_options
 from .policies import Chunk, split_batch, validate
 from .reference import ReferenceFunction
 from .rounds import combine, size_values
@@ -79,17 +80,23 @@ WRONG_BATCH = (
 
 
 def segment_function(
-    segments: SegmentSet, segment: Segment, device: Any, store: CacheStore | None
+    segments: SegmentSet,
+    segment: Segment,
+    device: Any,
+    store: CacheStore | None,
+    compiler_options: Mapping[str, Any] | None = None,
 ) -> CachedFunction:
     """The ``cached_jit`` of ``segment``'s program on ``device`` (made once per set and program).
 
     Segments with the same program (repeated blocks) share one function, and so
-    one executable per size.
+    one executable per size. ``compiler_options`` go to every segment's compile
+    level: a change of them compiles again from the cached StableHLO.
     """
     key = (
         segment.program.__mlcache_fingerprint__(),
         segment.batch_axes,
-        None if device is None else device.id,
+        None if device is None else int(device.id),
+        repr(sorted((compiler_options or {}).items())),  # values need not be hashable
     )
     f = segments.functions.get(key)
     if f is None:
@@ -100,6 +107,7 @@ def segment_function(
             if any(a is not None for a in segment.batch_axes)
             else None,
             device=device,
+            compiler_options=compiler_options,
         )
         segments.functions[key] = f
     return f
@@ -143,9 +151,12 @@ class Plan:
       chunks: how split segments cut the batch (:class:`~.policies.Chunk`).
       segments: the fused runs of the queue, in order.
       devices: devices split segments use (one unless ``policy="devices"``).
+      store: the cache store its segments compile through.
       timeline: the last run's :class:`~.timeline.Timeline` (None before a run).
       segment_set: the segments with the graph's :class:`~.segments.Boundary`
         and their cached functions (default: the graph's, for this policy).
+      compiler_options: XLA options every segment compiles with (part of each
+        executable's compile key).
     """
 
     graph: ClusterGraph | None
@@ -159,6 +170,7 @@ class Plan:
     store: CacheStore | None = None
     timeline: Timeline | None = None
     segment_set: SegmentSet = dataclasses.field(default=None, repr=False)  # type: ignore[assignment]
+    compiler_options: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.segment_set is None:
@@ -178,10 +190,12 @@ class Plan:
         Returns the function's outputs (allclose to ``fn(*args)``); the record of
         what ran is in :attr:`timeline`.
         """
-        segment_set, store = self.segment_set, self.store
-        _, result, timeline = self._execute(
-            lambda segment, device: segment_function(segment_set, segment, device, store), args
-        )
+        segment_set, store, options = self.segment_set, self.store, self.compiler_options
+
+        def function(segment: Segment, device: Any) -> CachedFunction:
+            return segment_function(segment_set, segment, device, store, options)
+
+        _, result, timeline = self._execute(function, args)
         self.timeline = timeline
         return result
 
@@ -619,6 +633,7 @@ def schedule(
     store: CacheStore | None = None,
     fuse: bool = True,
     share_blocks: bool = True,
+    compiler_options: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Schedule ``graph``'s queue for ``batch_size`` samples.
 
@@ -639,11 +654,15 @@ def schedule(
         Python loop over layers) into blocks sharing one program, compiled and
         loaded once per size (:mod:`mlcache_lab.schedule.repeats`); ``False``
         for ablations. Only with ``fuse``.
+      compiler_options: XLA options for every segment's executable, as
+        ``cached_jit(compiler_options=...)``: a change compiles the segments
+        again from their cached StableHLO.
 
     Raises:
       ValueError: an unknown policy, ``batch_size`` or ``micro_batch`` < 1,
         bucket sizes that cannot add up to ``batch_size``, or a ``fuse`` or
         ``share_blocks`` that is not a bool.
+      TypeError: ``compiler_options`` is not a mapping of option names to values.
     """
     validate(batch_size, policy, micro_batch, bucket_sizes)
     if not isinstance(fuse, bool):
@@ -656,7 +675,15 @@ def schedule(
         graph = graph.at_batch_size(batch_size)  # traced again at this size
     segment_set = graph_segments(graph, policy, store, fuse, share_blocks)
     return plan_segments(
-        segment_set, batch_size, policy, micro_batch, bucket_sizes, devices, store, graph
+        segment_set,
+        batch_size,
+        policy,
+        micro_batch,
+        bucket_sizes,
+        devices,
+        store,
+        graph,
+        compiler_options,
     )
 
 
@@ -669,13 +696,15 @@ def plan_segments(
     devices: Sequence[Any] | None,
     store: CacheStore | None,
     graph: ClusterGraph | None = None,
+    compiler_options: Mapping[str, Any] | None = None,
 ) -> Plan:
     """A :class:`Plan` of segments already built (or read from the ``segments`` level).
 
     Raises:
-      ValueError: as :func:`schedule`.
+      ValueError, TypeError: as :func:`schedule`.
     """
     validate(batch_size, policy, micro_batch, bucket_sizes)
+    options = check_compiler_options(compiler_options)
     chunks = split_batch(batch_size, policy, micro_batch, bucket_sizes)
     if devices is None:
         devices = jax.devices() if policy == "devices" else jax.devices()[:1]
@@ -692,4 +721,5 @@ def plan_segments(
         list(devices),
         store,
         segment_set=segment_set,
+        compiler_options=options,
     )

@@ -688,7 +688,7 @@ class SegmentSet:
 
     boundary: Boundary
     segments: list[Segment]
-    functions: dict[tuple[str, tuple[int | None, ...], int | None], Any] = dataclasses.field(
+    functions: dict[tuple[str, tuple[int | None, ...], int | None, str], Any] = dataclasses.field(
         default_factory=dict
     )
 

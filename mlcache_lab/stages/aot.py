@@ -268,12 +268,7 @@ class Lowered(_Stage):
                 f"device_assignment={device_assignment!r}; use cached_jit(fn, device=...) or "
                 "f.with_options(device=...) to choose the device."
             )
-        if compiler_options is not None and not isinstance(compiler_options, Mapping):
-            raise TypeError(
-                "'compiler_options' must be a mapping of XLA option names to values. Got "
-                f"compiler_options={compiler_options!r}; e.g. "
-                "{'xla_backend_optimization_level': 0}."
-            )
+        compiler_options = pipeline.check_compiler_options(compiler_options)
         options: Any = ...
         if compiler_options:
             options = {**(self._fn._compiler_options or {}), **compiler_options}

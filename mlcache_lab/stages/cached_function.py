@@ -112,12 +112,6 @@ class CachedFunction:
                 f"'store' must be a mlcache_lab.CacheStore or None (the default store). "
                 f"Got store={store!r}; use store=mcl.CacheStore(path)."
             )
-        if compiler_options is not None and not isinstance(compiler_options, Mapping):
-            raise TypeError(
-                f"'compiler_options' must be a mapping of XLA option names to values. Got "
-                f"compiler_options={compiler_options!r}; e.g. "
-                "{'xla_backend_optimization_level': 0}."
-            )
         if isinstance(lowering_platforms, str):
             raise TypeError(
                 f"'lowering_platforms' must be a sequence of platform names. Got "
@@ -128,7 +122,7 @@ class CachedFunction:
         self._batch_axes = batch_axes
         self._static, self._static_names = tuple(static), tuple(static_names)
         self._donate, self._donate_names = tuple(donate), tuple(donate_names)
-        self._compiler_options = dict(compiler_options) if compiler_options else None
+        self._compiler_options = pipeline.check_compiler_options(compiler_options)
         self._platforms = tuple(lowering_platforms) if lowering_platforms else None
         if device is not None and not isinstance(device, jax.Device):
             raise TypeError(

@@ -49,6 +49,7 @@ __all__ = [
     "LowerArtifact",
     "NotCacheable",
     "TraceArtifact",
+    "check_compiler_options",
     "compile_config",
     "has_address",
     "lower_config",
@@ -247,6 +248,25 @@ def lower_config(
             "export_format": f"{EXPORT_FORMAT}/cc{_CALLING_CONVENTION}",
         },
     )
+
+
+def check_compiler_options(compiler_options: Any) -> dict[str, Any] | None:
+    """``compiler_options`` as a dict (``None`` when empty or not given).
+
+    Raises:
+      TypeError: it is not a mapping of XLA option names to values.
+    """
+    if compiler_options is None:
+        return None
+    if not isinstance(compiler_options, Mapping) or not all(
+        isinstance(k, str) for k in compiler_options
+    ):
+        raise TypeError(
+            "'compiler_options' must be a mapping of XLA option names to values. Got "
+            f"compiler_options={compiler_options!r}; e.g. "
+            "{'xla_backend_optimization_level': 0}."
+        )
+    return dict(compiler_options) or None
 
 
 def compile_config(

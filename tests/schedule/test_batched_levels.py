@@ -100,6 +100,41 @@ def test_each_miss_says_which_component_changed(tmp_path: Path) -> None:
         buckets.last_report.status("lower")
 
 
+def _compile_statuses(bf: mcl.BatchedFunction) -> set[tuple[str, str]]:
+    return {(c.statuses["lower"], c.statuses["compile"]) for c in bf.last_timeline.compilations}
+
+
+def test_new_compiler_options_compile_again_from_the_cached_lowering(tmp_path: Path) -> None:
+    _call(tmp_path / "s")
+    options = {"xla_backend_optimization_level": 0}
+    changed = _call(tmp_path / "s", compiler_options=options)
+    assert _statuses(changed) == {"trace": "bypassed", "partition": "bypassed", "segments": "disk"}
+    assert _compile_statuses(changed) == {("disk", "miss")}  # StableHLO reused, XLA compiled
+    assert changed.compiler_options == options
+    # Each option set keeps its own executables: both now load from disk.
+    assert _compile_statuses(_call(tmp_path / "s")) == {("bypassed", "disk")}
+    again = _call(tmp_path / "s", compiler_options=options)
+    assert _compile_statuses(again) == {("bypassed", "disk")}
+
+
+def test_compiler_options_reach_xla(tmp_path: Path) -> None:
+    bf = mcl.batched_jit(
+        net,
+        batch_axes=(None, 0),
+        store=mcl.CacheStore(tmp_path / "s"),
+        compiler_options={"no_such_xla_option": "1"},
+    )
+    with pytest.raises(Exception, match="no_such_xla_option"):
+        bf(W, _x(5))
+
+
+def test_compiler_options_that_are_not_a_mapping_are_refused() -> None:
+    with pytest.raises(TypeError, match=r"'compiler_options' must be a mapping.*Got "):
+        mcl.batched_jit(net, batch_axes=(None, 0), compiler_options=["O0"])
+    with pytest.raises(TypeError, match=r"compiler_options=\{1: 0\}"):
+        mcl.cached_jit(net, compiler_options={1: 0})
+
+
 def _content_files(root: Path, level: str) -> list[Path]:
     files = sorted((root / level / "content").glob("*/output.pkl"))
     assert files, f"no {level} entries under {root}"
