@@ -16,6 +16,7 @@ from .calls import CallSpec as CallSpec
 from .calls import run_call as run_call
 from .changes import CHANGES as CHANGES
 from .changes import Change as Change
+from .changes import WarmStores as WarmStores
 from .changes import run_change as run_change
 from .grid import Cell as Cell
 from .grid import Grid as Grid

@@ -12,13 +12,14 @@ DESIGN.md with the statuses each row must give.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable
 from typing import Any
 
 from ..models import get_model
 from .calls import Call, CallSpec, run_call
 
-__all__ = ["CHANGES", "Change", "run_change"]
+__all__ = ["CHANGES", "Change", "WarmStores", "run_change"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +90,18 @@ CHANGES: tuple[Change, ...] = (
 )
 
 
+WarmStores = dict[tuple[CallSpec, bool], tuple[str, dict[str, Any]]]
+"""Base calls already run, by their spec (store left out) and ``verify``: a snapshot of the
+store each warmed, and its result (see :func:`run_change`'s ``warmed``)."""
+
+
 def run_change(
-    change: Change, spec: CallSpec, *, verify: bool = False, timeout: float = 300.0
+    change: Change,
+    spec: CallSpec,
+    *,
+    verify: bool = False,
+    timeout: float = 300.0,
+    warmed: WarmStores | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Warm the store with the base call, then run the changed call; both results.
 
@@ -100,9 +111,22 @@ def run_change(
       verify: also run ``jax.jit(apply)`` in each process and report the largest
         difference (``max_abs_diff``).
       timeout: seconds allowed to each fresh process.
+      warmed: shared across the rows of a table: a row whose base call was
+        already run starts from a copy of the store that call warmed (a
+        snapshot taken before any changed call wrote to it) instead of running
+        it again, and reports that call's result as its base.
     """
     base = change.base(spec)
-    return (
-        run_call(Call(spec=base, verify=verify), timeout=timeout),
-        run_call(Call(spec=change.apply(base), verify=verify), timeout=timeout),
-    )
+    key = (base.replace(store=""), verify)
+    if warmed is not None and key in warmed:
+        snapshot, base_result = warmed[key]
+        shutil.rmtree(base.store, ignore_errors=True)
+        shutil.copytree(snapshot, base.store)
+    else:
+        base_result = run_call(Call(spec=base, verify=verify), timeout=timeout)
+        if warmed is not None:
+            snapshot = f"{base.store}.warm"
+            shutil.rmtree(snapshot, ignore_errors=True)
+            shutil.copytree(base.store, snapshot)
+            warmed[key] = (snapshot, base_result)
+    return base_result, run_call(Call(spec=change.apply(base), verify=verify), timeout=timeout)
