@@ -96,7 +96,8 @@ def segment_function(
         segment.program.__mlcache_fingerprint__(),
         segment.batch_axes,
         None if device is None else int(device.id),
-        repr(sorted((compiler_options or {}).items())),  # values need not be hashable
+        # Options as text (values need not be hashable); nothing to format on the usual path.
+        repr(sorted(compiler_options.items())) if compiler_options else "",
     )
     f = segments.functions.get(key)
     if f is None:
